@@ -241,7 +241,7 @@ def _flex(q, k, v, terms, mask, causal, scale, dropout_p) -> Tensor:
 
 
 def _triton_relative(q, k, v, terms, mask, causal, scale, dropout_p) -> Tensor:
-    reason = _triton_unsupported(q, k, v, terms, mask, dropout_p)
+    reason = _triton_unsupported(q, k, v, terms, mask, causal, dropout_p)
     if reason:
         raise ValueError(f"backend='triton' cannot run this call: {reason}")
     from .kernels.relative_attention import relative_attention
@@ -257,7 +257,7 @@ def _triton_relative(q, k, v, terms, mask, causal, scale, dropout_p) -> Tensor:
     )
 
 
-def _triton_unsupported(q, k, v, terms, mask, dropout_p) -> str | None:
+def _triton_unsupported(q, k, v, terms, mask, causal, dropout_p) -> str | None:
     """Why the relative-attention kernel cannot take this call, or None if it can."""
     from .positions.relative import RelativeEmbedding
 
@@ -293,7 +293,7 @@ def select_backend(
     bias_terms = [b for b in terms if b.term.adds_bias]
     if not bias_terms:
         return "sdpa"
-    if q.is_cuda and _triton_unsupported(q, k, v, terms, mask, dropout_p) is None:
+    if q.is_cuda and _triton_unsupported(q, k, v, terms, mask, causal, dropout_p) is None:
         return "triton"
     lq, lk = q.shape[2], k.shape[2]
     ctxs = [b.make_context(lq, lk, causal, q.device) for b in bias_terms]
