@@ -195,6 +195,8 @@ def _flex(q, k, v, terms, mask, causal, scale, dropout_p) -> Tensor:
             "backend='flex' on CPU is inference-only (FlexAttention has no CPU backward); "
             "use backend='reference' for CPU training or run under torch.no_grad()"
         )
+    if q.device.type == "cpu":  # no graph is being built (checked above); flex rejects requires_grad inputs on CPU
+        q, k, v = q.detach(), k.detach(), v.detach()
     h = q.shape[1]
     k, v = _expand_kv(k, h), _expand_kv(v, h)
     q, k, ctxs = _prepare(q, k, terms, causal)

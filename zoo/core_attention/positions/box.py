@@ -54,15 +54,15 @@ class BoxRPB(PositionTerm):
         hf, wf = (int(s) for s in ctx.get("spatial_shape"))
         if boxes.dim() != 3 or boxes.shape[-1] != 4:
             raise ValueError(f"BoxRPB needs boxes of shape (B, Lq, 4) as (cx, cy, w, h), got {tuple(boxes.shape)}")
-        cx, cy, bw, bh = boxes.float().unbind(-1)  # (B, Lq) each
+        weight_dtype = self.cpb_mlp_x[0].weight.dtype
+        cx, cy, bw, bh = boxes.to(weight_dtype).unbind(-1)  # (B, Lq) each
         x_edges = torch.stack([cx - bw / 2, cx + bw / 2], -1) * (wf * self.stride)  # (B, Lq, 2) pixels
         y_edges = torch.stack([cy - bh / 2, cy + bh / 2], -1) * (hf * self.stride)
-        col = (torch.arange(wf, device=boxes.device) + 0.5) * self.stride  # (Wf,)
-        row = (torch.arange(hf, device=boxes.device) + 0.5) * self.stride  # (Hf,)
+        col = (torch.arange(wf, device=boxes.device, dtype=weight_dtype) + 0.5) * self.stride  # (Wf,)
+        row = (torch.arange(hf, device=boxes.device, dtype=weight_dtype) + 0.5) * self.stride  # (Hf,)
         dx = self._transform(x_edges[:, :, None, :] - col[None, None, :, None])  # (B, Lq, Wf, 2)
         dy = self._transform(y_edges[:, :, None, :] - row[None, None, :, None])  # (B, Lq, Hf, 2)
-        weight_dtype = self.cpb_mlp_x[0].weight.dtype
-        return self.cpb_mlp_y(dy.to(weight_dtype)), self.cpb_mlp_x(dx.to(weight_dtype))
+        return self.cpb_mlp_y(dy), self.cpb_mlp_x(dx)
 
     def bias(self, q: Tensor, k: Tensor, ctx: PositionContext, scale: float) -> Tensor:
         hf, wf = (int(s) for s in ctx.get("spatial_shape"))
