@@ -1,0 +1,98 @@
+"""A tiny regression system for testing :class:`zoo.cli.ZooCLI` (DDP workers need importable classes).
+
+Run it like a domain's ``train.py``::
+
+    python -m zoo._testing fit --model zoo._testing.TinyRegressor --data zoo._testing.TinyRegressionData \
+        --trainer.max_steps 20
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from .cli import ZooCLI
+from .hub import load_weights_into
+
+__all__ = ["TinyMLP", "TinyRegressor", "TinyRegressionData", "cli_main"]
+
+
+class TinyMLP(nn.Module):
+    """Two-layer MLP, ``(B, dim) -> (B, 1)``."""
+
+    def __init__(self, dim: int = 4, hidden: int = 16) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(torch.tanh(self.fc1(x)))  # (B, 1)
+
+
+class TinyRegressor(pl.LightningModule):
+    """Mean-squared-error regression with :class:`TinyMLP`; monitors ``val_loss``."""
+
+    monitor = "val_loss"
+
+    def __init__(self, dim: int = 4, hidden: int = 16, lr: float = 0.05, init_from: str | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = TinyMLP(dim, hidden)
+        self.lr = lr
+        if init_from is not None:
+            load_weights_into(self.model, init_from)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def _loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        x, y = batch
+        return nn.functional.mse_loss(self(x), y)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = self._loss(batch)
+        self.log("train_loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.log("val_loss", self._loss(batch), prog_bar=True, sync_dist=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+
+class TinyRegressionData(pl.LightningDataModule):
+    """``y = tanh(x @ w) + noise`` with ``x ~ N(0, 1)``, generated from ``seed``; 3/4 train, 1/4 val."""
+
+    def __init__(self, num_samples: int = 64, dim: int = 4, batch_size: int = 8, noise: float = 0.01, seed: int = 0):
+        super().__init__()
+        if num_samples < 4:
+            raise ValueError(f"num_samples={num_samples}: expected at least 4 (3/4 train, 1/4 val)")
+        self.num_samples, self.dim, self.batch_size, self.noise, self.seed = num_samples, dim, batch_size, noise, seed
+
+    def setup(self, stage: str | None = None) -> None:
+        gen = torch.Generator().manual_seed(self.seed)
+        x = torch.randn(self.num_samples, self.dim, generator=gen)  # (N, dim)
+        w = torch.randn(self.dim, 1, generator=gen)
+        y = torch.tanh(x @ w) + self.noise * torch.randn(self.num_samples, 1, generator=gen)  # (N, 1)
+        split = self.num_samples * 3 // 4
+        self.train_set = TensorDataset(x[:split], y[:split])
+        self.val_set = TensorDataset(x[split:], y[split:])
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.batch_size)
+
+
+def cli_main(args: list[str] | None = None) -> ZooCLI:
+    return ZooCLI(
+        pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, args=args
+    )
+
+
+if __name__ == "__main__":
+    cli_main()
