@@ -28,6 +28,7 @@ A caller passes context by binding: ``attention(q, k, v, position=term.bind(q_po
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -68,7 +69,7 @@ def default_positions(lq: int, lk: int, device: torch.device) -> tuple[Tensor, T
     return q_pos, k_pos
 
 
-class PositionTerm(nn.Module):
+class PositionTerm(nn.Module, abc.ABC):
     """Base class of position terms. Subclasses implement ``bias`` and, where they can, fast forms."""
 
     #: names of extra context tensors this term cannot work without
@@ -93,9 +94,9 @@ class PositionTerm(nn.Module):
         """Rewrite ``q (B, H, Lq, D)`` and ``k (B, H, Lk, D)``. Default: unchanged."""
         return q, k
 
+    @abc.abstractmethod
     def bias(self, q: Tensor, k: Tensor, ctx: PositionContext, scale: float) -> Tensor | None:
         """Exact additive logits, broadcastable to ``(B, H, Lq, Lk)``; ``None`` if the term adds none."""
-        raise NotImplementedError(f"{type(self).__name__} must implement bias()")
 
     # ---------------------------------------------------------------- fast forms
     def qk_features(
