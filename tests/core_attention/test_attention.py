@@ -215,3 +215,15 @@ def test_term_head_mismatch_is_a_clear_error():
         attention(q, q, q, position=positions.RelativeEmbedding(16, 3), backend="reference")
     with pytest.raises(ValueError, match=r"q_pos must have shape \(B, Lq=5\)"):
         attention(q, q, q, position=positions.Rotary(8).bind(q_pos=torch.arange(4)), backend="reference")
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "flex"])
+def test_more_queries_than_keys_is_consistent(backend):
+    """Lq > Lk: default positions and the causal mask share the offset Lk - Lq (negative here)."""
+    q, k, v, _ = _inputs(9, 5, "nomask")
+    q, k, v = q.detach(), k.detach(), v.detach()
+    term = positions.RelativeEmbedding(D, 3).to(DT)
+    with torch.no_grad():
+        for causal in (False, True):
+            ref = attention(q, k, v, position=term, causal=causal, backend="reference")
+            torch.testing.assert_close(attention(q, k, v, position=term, causal=causal, backend=backend), ref)

@@ -280,7 +280,10 @@ def _triton_unsupported(q, k, v, terms, mask, causal, dropout_p) -> str | None:
     term = terms[0].term
     kpm = None if mask is None else mask.reshape(mask.shape[0], mask.shape[-1])
     if not kernel_module.supports(q, k, v, term.weight, key_padding_mask=kpm):
-        return f"unsupported device/dtype/head dim ({q.device.type}, {q.dtype}, D={q.shape[-1]})"
+        return (
+            f"the kernel does not support device {q.device.type}, dtype {q.dtype}, head dim {q.shape[-1]} "
+            f"with Lq={q.shape[2]}, Lk={k.shape[2]} (it needs CUDA or TRITON_INTERPRET=1, D in 16/32/64/128, Lq <= Lk)"
+        )
     return None
 
 

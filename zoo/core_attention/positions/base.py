@@ -62,10 +62,13 @@ class PositionContext:
 
 
 def default_positions(lq: int, lk: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """``q_pos (1, Lq)``, ``k_pos (1, Lk)``: queries are the last ``Lq`` positions when ``Lq <= Lk``."""
+    """``q_pos (1, Lq)``, ``k_pos (1, Lk)``: the queries are the last ``Lq`` positions of the keys.
+
+    The offset ``Lk - Lq`` is the same one causal masking uses; it is negative when there are more
+    queries than keys, which only differences of positions ever see.
+    """
     k_pos = torch.arange(lk, device=device)[None]  # (1, Lk)
-    offset = max(lk - lq, 0)
-    q_pos = torch.arange(offset, offset + lq, device=device)[None]  # (1, Lq)
+    q_pos = torch.arange(lk - lq, lk, device=device)[None]  # (1, Lq)
     return q_pos, k_pos
 
 
