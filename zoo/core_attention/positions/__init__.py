@@ -3,19 +3,21 @@
 from .alibi import ALiBi, alibi_slopes
 from .base import BoundPosition, PositionContext, PositionTerm, as_bound_terms, bind_all, default_positions
 from .box import BoxRPB
-from .music import FundamentalMusicEmbedding, MusicRelative  # noqa: F401  (RIPO; listed in __all__ by the lead)
+from .music import FundamentalMusicEmbedding, MusicRelative
 from .relative import RelativeEmbedding, T5Bias, t5_relative_bucket
 from .rotary import Rotary, apply_rotary
 from .table2d import DynamicPositionBias, RelativeBias2D
 
 __all__ = [
-    "DynamicPositionBias",
-    "RelativeBias2D",
     "ALiBi",
     "BoundPosition",
     "BoxRPB",
+    "DynamicPositionBias",
+    "FundamentalMusicEmbedding",
+    "MusicRelative",
     "PositionContext",
     "PositionTerm",
+    "RelativeBias2D",
     "RelativeEmbedding",
     "Rotary",
     "T5Bias",
