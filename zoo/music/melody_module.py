@@ -11,7 +11,6 @@ Optimizer: AdamW, linear warmup then cosine decay to ``min_lr_ratio * lr``.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from torchmetrics import MeanMetric
 
 import zoo.music.models  # noqa: F401  (registers the music models)
 from zoo.hub import create_model, load_weights_into, save_pretrained
+from zoo.optim import total_steps, warmup_cosine
 
 from .melody import PAD
 
@@ -160,18 +160,8 @@ class MelodyLM(pl.LightningModule):
             [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=self.hparams.lr, betas=tuple(self.hparams.betas),
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
-        warmup = min(self.hparams.warmup_steps, max(total - 1, 0))
-        floor = self.hparams.min_lr_ratio
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        schedule = warmup_cosine(opt, total_steps(self), self.hparams.warmup_steps, self.hparams.min_lr_ratio)
+        return {"optimizer": opt, "lr_scheduler": schedule}
 
     def save_pretrained(
         self, directory: str | Path, card: str | None = None, metadata: dict[str, Any] | None = None

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from zoo.hub import create_model, load_weights_into, save_pretrained
+from zoo.optim import total_steps, warmup_cosine
 
 __all__ = ["ImageClassifier", "plot_confusion_matrix", "plot_misclassified"]
 
@@ -197,20 +198,10 @@ class ImageClassifier(pl.LightningModule):
         else:
             groups = param_groups_weight_decay(self.model, hp.weight_decay, skip)
         opt = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas))
-        total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
-        warmup = min(hp.warmup_steps, max(total - 1, 0))
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return hp.min_lr_ratio + (1 - hp.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
         # timm's layer-decay groups carry "lr_scale"; LambdaLR multiplies each group's own initial lr
         for g in opt.param_groups:
             g["lr"] = g["initial_lr"] = hp.lr * g.get("lr_scale", 1.0)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return {"optimizer": opt, "lr_scheduler": warmup_cosine(opt, total_steps(self), hp.warmup_steps, hp.min_lr_ratio)}
 
 
 # ------------------------------------------------------------------------------------- figures
