@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 pip install --quiet --no-deps -e . || exit 1
 status=0
 run() { echo "=== $*"; "$@" || { echo "FAILED: $*"; status=1; }; }
-run python -m pytest -q -m gpu tests
+# the device image has torch, triton, timm and lightning but not the music stack: GPU tests live in core_attention
+run python -m pytest -q -m gpu tests/core_attention
 run python benchmarks/relative_attention.py
 run python benchmarks/ripo_attention.py --device cuda
 run python benchmarks/vision_classification.py --device cuda --batch-size 64 --train-batch-size 32 --iters 20 --amp
