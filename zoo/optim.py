@@ -33,3 +33,21 @@ def warmup_cosine(
 def total_steps(module: Any) -> int:
     """Optimizer steps of the whole fit, or 1 when the module is not attached to a trainer."""
     return max(1, int(module.trainer.estimated_stepping_batches)) if module._trainer is not None else 1
+
+
+def adamw(
+    model: torch.nn.Module,
+    lr: float,
+    betas: tuple[float, float] | list[float],
+    weight_decay: float,
+    no_decay_keywords: tuple[str, ...] = (),
+) -> torch.optim.AdamW:
+    """AdamW where only matrix weights decay: biases, norms and any parameter whose name contains
+    one of ``no_decay_keywords`` (embeddings, relative-position tables, ...) get no weight decay."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            keep = p.dim() == 2 and not any(word in name for word in no_decay_keywords)
+            (decay if keep else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))

@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 import zoo.music.models  # noqa: F401  (registers the music models)
 from zoo.hub import create_model, load_weights_into, save_pretrained
-from zoo.optim import total_steps, warmup_cosine
+from zoo.optim import adamw, total_steps, warmup_cosine
 
 from .melody import PAD
 
@@ -150,16 +149,10 @@ class MelodyLM(pl.LightningModule):
         return pl_.log_softmax(-1), dl.log_softmax(-1)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if p.requires_grad:
-                # Linear weights decay; biases, norms, embeddings, FME frequencies and relative tables do not
-                is_table = any(s in name for s in ("embedding", "special", "position", "fme", "onset"))
-                (decay if p.dim() == 2 and not is_table else no_decay).append(p)
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.hparams.lr, betas=tuple(self.hparams.betas),
-        )
+        hp = self.hparams
+        # Linear weights decay; biases, norms, embeddings, FME frequencies and relative tables do not
+        tables = ("embedding", "special", "position", "fme", "onset")
+        opt = adamw(self.model, hp.lr, hp.betas, hp.weight_decay, no_decay_keywords=tables)
         schedule = warmup_cosine(opt, total_steps(self), self.hparams.warmup_steps, self.hparams.min_lr_ratio)
         return {"optimizer": opt, "lr_scheduler": schedule}
 

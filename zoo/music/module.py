@@ -10,7 +10,6 @@ and ``<split>/acc`` (next-token accuracy). Optimizer: AdamW, linear warmup then 
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from torchmetrics import MeanMetric
 
 import zoo.music.models  # noqa: F401  (registers the music models)
 from zoo.hub import create_model, load_weights_into, save_pretrained
+from zoo.optim import adamw, total_steps, warmup_cosine
 
 __all__ = ["MusicLM", "token_nll"]
 
@@ -147,28 +147,10 @@ class MusicLM(pl.LightningModule):
 
     # ------------------------------------------------------------------ optimization
     def configure_optimizers(self) -> dict[str, Any]:
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if not p.requires_grad:
-                continue
-            # weights of linear layers decay; biases, norms, embeddings and relative tables do not
-            (decay if p.dim() == 2 and "embed" not in name and "position" not in name else no_decay).append(p)
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.hparams.lr, betas=tuple(self.hparams.betas),
-        )
-        total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
-        warmup = min(self.hparams.warmup_steps, max(total - 1, 0))
-        floor = self.hparams.min_lr_ratio
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        hp = self.hparams
+        # weights of linear layers decay; biases, norms, embeddings and relative tables do not
+        opt = adamw(self.model, hp.lr, hp.betas, hp.weight_decay, no_decay_keywords=("embed", "position"))
+        return {"optimizer": opt, "lr_scheduler": warmup_cosine(opt, total_steps(self), hp.warmup_steps, hp.min_lr_ratio)}
 
     # ------------------------------------------------------------------ export
     def save_pretrained(
