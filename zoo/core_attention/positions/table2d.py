@@ -29,6 +29,7 @@ ever materialized.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 
 import torch
@@ -74,11 +75,13 @@ class _OffsetTableTerm(PositionTerm):
 
     num_heads: int
 
+    @abc.abstractmethod
     def _window(self, ctx: PositionContext | None) -> tuple[int, int]:
-        raise NotImplementedError  # pragma: no cover - both subclasses define it
+        """The ``(Wh, Ww)`` window of this call."""
 
+    @abc.abstractmethod
     def table(self, window: tuple[int, int]) -> Tensor:
-        raise NotImplementedError  # pragma: no cover
+        """The ``(R, H)`` bias table over the window's offsets."""
 
     def _check(self, q: Tensor, ctx: PositionContext, window: tuple[int, int]) -> None:
         name = type(self).__name__
