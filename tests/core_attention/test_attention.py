@@ -227,3 +227,16 @@ def test_more_queries_than_keys_is_consistent(backend):
         for causal in (False, True):
             ref = attention(q, k, v, position=term, causal=causal, backend="reference")
             torch.testing.assert_close(attention(q, k, v, position=term, causal=causal, backend=backend), ref)
+
+
+def test_feature_capability_agrees_with_features():
+    """``has_qk_features`` (what ``auto`` asks) must say yes exactly when ``qk_features`` gives columns."""
+    q, k, _, _ = _inputs(6, 6, "nomask")
+    terms = [positions.ALiBi(H), positions.RelativeEmbedding(D, 3).to(DT), positions.T5Bias(H).to(DT)]
+    for term in terms:
+        for causal in (False, True):
+            for dtype in (DT, torch.float32, torch.bfloat16):
+                ctx = BoundPosition(term, {}).make_context(6, 6, causal, q.device)
+                qq, kk = q.detach().to(dtype), k.detach().to(dtype).repeat_interleave(H // HKV, 1)
+                term_d = term.to(dtype)
+                assert term_d.has_qk_features(ctx, dtype) == (term_d.qk_features(qq, kk, ctx, 1.0) is not None)

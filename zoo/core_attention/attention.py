@@ -302,9 +302,7 @@ def select_backend(
         return "triton"
     lq, lk = q.shape[2], k.shape[2]
     ctxs = [b.make_context(lq, lk, causal, q.device) for b in bias_terms]
-    h = q.shape[1]
-    ke = _expand_kv(k, h)
-    if all(b.term.qk_features(q, ke, c, 1.0) is not None for b, c in zip(bias_terms, ctxs)):
+    if all(b.term.has_qk_features(c, q.dtype) for b, c in zip(bias_terms, ctxs)):
         return "sdpa"
     if q.is_cuda:
         if dropout_p == 0.0 and all(type(b.term).score_mod is not PositionTerm.score_mod for b in bias_terms):

@@ -59,10 +59,13 @@ class ALiBi(PositionTerm):
         dist = (ctx.k_pos[:, None, :] - ctx.q_pos[:, :, None]).abs()  # (Bp, Lq, Lk)
         return (-self.slopes[None, :, None, None] * dist[:, None].to(self.slopes.dtype)).to(q.dtype)  # (Bp, H, Lq, Lk)
 
-    def qk_features(self, q: Tensor, k: Tensor, ctx: PositionContext, scale: float) -> tuple[Tensor, Tensor] | None:
+    def has_qk_features(self, ctx: PositionContext, dtype: torch.dtype) -> bool:
         # Exact only when every attended key is at or before its query (causal), and only in
         # float32/64: in half precision m * j / scale loses too many bits at long lengths.
-        if not ctx.causal or q.dtype not in (torch.float32, torch.float64):
+        return ctx.causal and dtype in (torch.float32, torch.float64)
+
+    def qk_features(self, q: Tensor, k: Tensor, ctx: PositionContext, scale: float) -> tuple[Tensor, Tensor] | None:
+        if not self.has_qk_features(ctx, q.dtype):
             return None
         self._check(q)
         b, h, lq, _ = q.shape

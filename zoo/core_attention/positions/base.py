@@ -108,6 +108,11 @@ class PositionTerm(nn.Module, abc.ABC):
         """Extra q/k columns reproducing ``bias`` inside a plain dot product, or ``None``."""
         return None
 
+    def has_qk_features(self, ctx: PositionContext, dtype: torch.dtype) -> bool:
+        """Whether ``qk_features`` gives columns for this call, answered without computing them
+        (``auto`` asks this on every call). Default: whenever the subclass implements it."""
+        return type(self).qk_features is not PositionTerm.qk_features
+
     def score_mod(self, q: Tensor, k: Tensor, ctx: PositionContext, scale: float) -> Callable | None:
         """A FlexAttention ``score_mod(score, b, h, q_idx, kv_idx)`` adding ``bias``, or ``None``."""
         return None
