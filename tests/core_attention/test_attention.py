@@ -240,3 +240,14 @@ def test_feature_capability_agrees_with_features():
                 qq, kk = q.detach().to(dtype), k.detach().to(dtype).repeat_interleave(H // HKV, 1)
                 term_d = term.to(dtype)
                 assert term_d.has_qk_features(ctx, dtype) == (term_d.qk_features(qq, kk, ctx, 1.0) is not None)
+
+
+def test_left_padded_causal_rows_with_no_key_are_zero_on_every_backend():
+    """Causal + key padding: query i of a sample padded by 3 sees no key while i < 3."""
+    q, k, v, mask = (t.detach() if t is not None else t for t in _inputs(9, 9, "keypad"))
+    with torch.no_grad():
+        for backend in ("reference", "sdpa", "flex"):
+            out = attention(q, k, v, mask=mask, causal=True, backend=backend)
+            assert torch.isfinite(out).all(), backend
+            assert not out[0, :, :3].any(), backend
+            assert out[0, :, 3:].abs().sum(-1).gt(0).all() and out[1].abs().sum(-1).gt(0).all(), backend

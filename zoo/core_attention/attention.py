@@ -85,6 +85,25 @@ def _combined_mask(mask: Tensor | None, causal: bool, lq: int, lk: int, device: 
     return cm if mask is None else mask & cm
 
 
+def _empty_rows(mask: Tensor | None, causal: bool, lq: int, lk: int, device: torch.device) -> Tensor | None:
+    """``(..., Lq, 1)`` True for queries that may attend to no key (their output is zero), or None.
+
+    Computed without building a mask larger than the caller's: for a key-padding mask (``Lq`` dim 1)
+    under causality, a row is empty when the first attended key lies after its last visible one.
+    """
+    if mask is None:
+        if causal and lq > lk:  # the first Lq - Lk queries precede every key
+            return (torch.arange(lq, device=device) + (lk - lq) < 0)[:, None]
+        return None
+    if not causal:
+        return ~mask.any(-1, keepdim=True)
+    if mask.shape[-2] == 1:
+        first = torch.where(mask, torch.arange(lk, device=device), lk).amin(-1, keepdim=True)  # (..., 1, 1)
+        last_visible = torch.arange(lq, device=device)[:, None] + (lk - lq)  # (Lq, 1)
+        return first > last_visible  # (..., Lq, 1)
+    return ~(mask & _causal_mask(lq, lk, device)).any(-1, keepdim=True)
+
+
 def _prepare(q: Tensor, k: Tensor, terms: list[BoundPosition], causal: bool) -> tuple[Tensor, Tensor, list[PositionContext]]:
     """Expand grouped KV heads, build each term's context and apply q/k transforms (RoPE)."""
     lq, lk = q.shape[2], k.shape[2]
@@ -110,9 +129,10 @@ def _reference(q, k, v, terms, mask, causal, scale, dropout_p) -> Tensor:
     # half-precision logits are normalized in float32, as the fused kernels do
     acc = torch.float32 if scores.dtype in (torch.float16, torch.bfloat16) else scores.dtype
     probs = torch.softmax(scores.to(acc), dim=-1).to(q.dtype)  # (B, H, Lq, Lk)
-    if full_mask is not None:
+    empty = _empty_rows(mask, causal, q.shape[2], k.shape[2], q.device)
+    if empty is not None:
         # a query that may attend to nothing gets a zero output instead of NaN
-        probs = probs.masked_fill(~full_mask.any(-1, keepdim=True), 0.0)
+        probs = probs.masked_fill(empty, 0.0)
     if dropout_p > 0.0:
         probs = F.dropout(probs, p=dropout_p)
     return probs @ v  # (B, H, Lq, D)
@@ -157,8 +177,9 @@ def _sdpa(q, k, v, terms, mask, causal, scale, dropout_p) -> Tensor:
     out = F.scaled_dot_product_attention(
         q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale
     )  # (B, H, Lq, width)
-    if bool_mask is not None:
-        out = out.masked_fill(~bool_mask.any(-1, keepdim=True), 0.0)
+    empty = _empty_rows(mask, causal, lq, lk, q.device)
+    if empty is not None:
+        out = out.masked_fill(empty, 0.0)
     return out[..., :d]
 
 
@@ -236,10 +257,8 @@ def _flex(q, k, v, terms, mask, causal, scale, dropout_p) -> Tensor:
     out = _flex_fn(q.device)(
         q, k, v, score_mod=score_mod if mods else None, block_mask=block_mask, scale=scale
     )  # (B, H, Lq, D)
-    if causal or mask is not None:
-        full = _combined_mask(mask, causal, lq, lk, q.device)
-        out = out.masked_fill(~full.any(-1, keepdim=True), 0.0)
-    return out
+    empty = _empty_rows(mask, causal, lq, lk, q.device)
+    return out if empty is None else out.masked_fill(empty, 0.0)
 
 
 def _triton_relative(q, k, v, terms, mask, causal, scale, dropout_p) -> Tensor:
