@@ -79,7 +79,7 @@ def make_method(name: str, q, k, v, weight, kmax: int, causal: bool, scale: floa
     """A function of (q, k, v, weight) -> output for one method; setup that a caller would cache
     (compiled functions, block masks) happens here, outside the timed region."""
     if name == "kernel":
-        from zoo.core_attention.kernels.relative_attention import relative_attention
+        from zoo.core_attention.kernels.relative_attention.triton import relative_attention
 
         return lambda q, k, v, w: relative_attention(q, k, v, w, kmax, causal=causal, scale=scale)
     if name == "skew-ref":
@@ -312,7 +312,7 @@ def compile_report(args: argparse.Namespace) -> str:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from zoo.core_attention.kernels import relative_attention as rk
+    from zoo.core_attention.kernels.relative_attention import triton as rk
 
     tools = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
     pointer = {"KPM": "*i8", "LSE": "*fp32", "DELTA": "*fp32", "DE": "*fp32"}  # the rest: bf16 tensors

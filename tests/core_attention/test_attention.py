@@ -251,3 +251,33 @@ def test_left_padded_causal_rows_with_no_key_are_zero_on_every_backend():
             assert torch.isfinite(out).all(), backend
             assert not out[0, :, :3].any(), backend
             assert out[0, :, 3:].abs().sum(-1).gt(0).all() and out[1].abs().sum(-1).gt(0).all(), backend
+
+
+@pytest.mark.parametrize("backend", ["auto", "reference", "sdpa", "flex"])
+def test_each_context_is_built_once_per_call(backend, monkeypatch):
+    """Selection and backend share the contexts attention() builds: one make_context per term."""
+    built = []
+    make_context = BoundPosition.make_context
+
+    def counting(self, *args, **kwargs):
+        built.append(type(self.term).__name__)
+        return make_context(self, *args, **kwargs)
+
+    monkeypatch.setattr(BoundPosition, "make_context", counting)
+    q, k, v, mask = (t.detach() if t is not None else t for t in _inputs(6, 6, "keypad"))
+    terms = [positions.Rotary(D), positions.ALiBi(H), positions.T5Bias(H).to(DT)]
+    with torch.no_grad():
+        attention(q, k, v, position=terms, mask=mask, causal=True, backend=backend)
+    assert built == ["Rotary", "ALiBi", "T5Bias"]
+
+
+def test_forced_backend_that_cannot_run_a_term_is_refused_before_running():
+    q, k, v, _ = _inputs(4, 4, "nomask")
+    music = positions.MusicRelative(D, H, fme_dim=8).to(DT)
+    with pytest.raises(ValueError, match=r"backend='flex' cannot run MusicRelative: .*supports backends \('reference', 'sdpa'\)"):
+        attention(q, k, v, position=music, backend="flex")
+    with pytest.raises(ValueError, match=r"backend='triton' cannot run T5Bias: it names no fused kernel"):
+        attention(q, k, v, position=positions.T5Bias(H), backend="triton")
+    with pytest.raises(ValueError, match="exactly one position term, got Rotary, RelativeEmbedding"):
+        attention(q, k, v, position=[positions.Rotary(D), positions.RelativeEmbedding(D, 3)], backend="triton")
+    assert positions.RelativeEmbedding.kernel is not None

@@ -89,3 +89,35 @@ def test_cache_growth_keeps_earlier_entries():
         k, v = cache.update(c, c + 1)
     torch.testing.assert_close(k, torch.cat(chunks, 2))
     torch.testing.assert_close(v, torch.cat(chunks, 2) + 1)
+
+
+@pytest.mark.parametrize(
+    "backend,make_terms,match",
+    [
+        ("triton", lambda: positions.T5Bias(4), r"backend='triton' cannot run T5Bias: it names no fused kernel "
+         r"\(T5Bias.kernel is None\); T5Bias supports backends \('reference', 'sdpa', 'flex'\)"),
+        ("triton", lambda: None, "backend='triton' runs the fused kernel of exactly one position term, got none"),
+        ("triton", lambda: [positions.Rotary(8), positions.RelativeEmbedding(8, 4)],
+         "exactly one position term, got Rotary, RelativeEmbedding"),
+        ("flex", lambda: positions.MusicRelative(8, 4, fme_dim=8), r"backend='flex' cannot run MusicRelative: it has "
+         r"no FlexAttention form \(no score_mod\); MusicRelative supports backends \('reference', 'sdpa'\)"),
+    ],
+    ids=["triton-t5", "triton-none", "triton-two-terms", "flex-music"],
+)
+def test_forced_backend_that_cannot_run_its_terms_is_refused_at_construction(backend, make_terms, match):
+    with pytest.raises(ValueError, match=match):
+        MultiheadAttention(32, 4, position=make_terms(), backend=backend)
+
+
+@pytest.mark.parametrize(
+    "backend,make_terms",
+    [
+        ("triton", lambda: positions.RelativeEmbedding(8, 4, causal=True)),
+        ("flex", lambda: [positions.Rotary(8), positions.T5Bias(4)]),  # a pure q/k transform needs no score_mod
+        ("sdpa", lambda: positions.MusicRelative(8, 4, fme_dim=8)),  # sdpa falls back to a float mask
+        ("reference", lambda: positions.MusicRelative(8, 4, fme_dim=8)),
+    ],
+    ids=["triton-relative", "flex-rotary-t5", "sdpa-music", "reference-music"],
+)
+def test_forced_backend_that_has_a_form_of_every_term_is_accepted(backend, make_terms):
+    assert MultiheadAttention(32, 4, position=make_terms(), backend=backend).backend == backend

@@ -189,3 +189,20 @@ def test_box_rpb_needs_its_context():
         term.bind(boxez=torch.zeros(1))
     with pytest.raises(ValueError, match=r"spatial_shape 2x2 does not match 6 keys"):
         attention(q, kv, kv, position=term.bind(boxes=torch.rand(1, 3, 4), spatial_shape=(2, 2)), backend="reference")
+
+
+def test_box_rpb_spatial_shape_as_tuple_matches_tensor_without_a_sync(monkeypatch):
+    term = positions.BoxRPB(2, hidden_dim=8, stride=4).to(DT)
+    boxes = torch.rand(2, 3, 4, dtype=DT)
+    q, k = _qk(b=2, h=2, lq=3, lk=6)
+    from_tensor = term.bias(q, k, _ctx(term, 3, 6, boxes=boxes, spatial_shape=torch.tensor([2, 3])), 1.0)
+
+    def sync(*args, **kwargs):
+        raise AssertionError("a tensor's value was read into Python")
+
+    for name in ("tolist", "item", "__int__"):
+        monkeypatch.setattr(torch.Tensor, name, sync)
+    ctx = _ctx(term, 3, 6, boxes=boxes, spatial_shape=(2, 3))
+    torch.testing.assert_close(term.bias(q, k, ctx, 1.0), from_tensor)
+    with pytest.raises(ValueError, match=r"BoxRPB needs spatial_shape \(Hf, Wf\), got \(6,\)"):
+        term.bias(q, k, _ctx(term, 3, 6, boxes=boxes, spatial_shape=(6,)), 1.0)

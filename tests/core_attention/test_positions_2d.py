@@ -161,3 +161,33 @@ def test_through_core_attention_reference():
     out = core.attention(q, k, v, position=dpb.bind(group_size=torch.tensor([2, 3])), backend="reference")
     ref = torch.softmax(q @ k.transpose(-1, -2) / 2.0 + dpb.get_bias((2, 3)), dim=-1) @ v
     torch.testing.assert_close(out, ref)
+
+
+def _forbid_reading_tensor_values(monkeypatch):
+    """Make any read of a tensor's value into Python (a device sync on GPUs) fail the test."""
+
+    def sync(*args, **kwargs):
+        raise AssertionError("a tensor's value was read into Python")
+
+    for name in ("tolist", "item", "__int__"):
+        monkeypatch.setattr(torch.Tensor, name, sync)
+
+
+@pytest.mark.parametrize("size", [(2, 3), 2, (2,)], ids=["pair", "int", "one-tuple"])
+def test_group_size_context_as_python_values_matches_tensor_without_a_sync(size, monkeypatch):
+    dpb = DynamicPositionBias(num_heads=2, hidden_dim=4, group_size=3).double()
+    window = (size, size) if isinstance(size, int) else size * (2 // len(size))
+    n = window[0] * window[1]
+    q = torch.randn(1, 2, n, 4, dtype=torch.float64)
+    from_tensor = dpb.bias(q, q, _ctx(dpb, n, n, group_size=torch.tensor(size)), scale=1.0)
+    _forbid_reading_tensor_values(monkeypatch)
+    from_python = dpb.bias(q, q, _ctx(dpb, n, n, group_size=size), scale=1.0)
+    torch.testing.assert_close(from_python, from_tensor)
+    torch.testing.assert_close(from_python, dpb.get_bias(window))
+
+
+def test_group_size_context_of_wrong_length_is_a_clear_error():
+    dpb = DynamicPositionBias(num_heads=2, hidden_dim=4, group_size=3)
+    q = torch.randn(1, 2, 8, 4)
+    with pytest.raises(ValueError, match=r"context group_size must be G or \(Gh, Gw\), got \(2, 2, 2\)"):
+        dpb.bias(q, q, _ctx(dpb, 8, 8, group_size=(2, 2, 2)), scale=1.0)

@@ -12,10 +12,17 @@ where each position term ``t`` contributes in the fastest form the chosen backen
                   keep it on FlashAttention/efficient kernels; other terms become a float mask.
 * ``flex``      -- FlexAttention with the terms' ``score_mod``s (bias tables stay small and are
                   indexed per score). CUDA for training; on CPU FlexAttention has no backward.
-* ``triton``    -- our fused kernels (``kernels/``) for the terms they cover.
+* ``triton``    -- the fused kernel that the (single) term names in ``PositionTerm.kernel``, looked
+                  up in the registry of :mod:`zoo.core_attention.kernels`; the op decides per call
+                  whether it can run it.
 * ``auto``      -- triton on CUDA where a kernel covers the term; sdpa where the terms reduce to
                   plain attention (or, on CUDA, to a float mask); flex on CUDA for bias-table terms;
                   the reference otherwise (CPU training with bias terms included).
+
+Each term's :class:`PositionContext` is built once per call and shared by the selection and the
+backend. A backend forced by name is checked against the terms before anything runs
+(:func:`check_backend`; ``MultiheadAttention`` does it at construction); what is only known per
+call (device, dtype, mask shape) is checked per call.
 
 Causality is by index with queries aligned to the *end* of the keys (``j <= i + Lk - Lq``), the
 KV-cache convention; position terms use the positions bound to them for their own distances.
@@ -32,9 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .kernels import Kernel, KernelCall, get_kernel
 from .positions.base import BoundPosition, PositionContext, PositionTerm, as_bound_terms
 
-__all__ = ["attention", "BACKENDS", "select_backend"]
+__all__ = ["attention", "BACKENDS", "check_backend", "select_backend", "supported_backends"]
 
 BACKENDS = ("auto", "reference", "sdpa", "flex", "triton")
 
@@ -104,23 +112,87 @@ def _empty_rows(mask: Tensor | None, causal: bool, lq: int, lk: int, device: tor
     return ~(mask & _causal_mask(lq, lk, device)).any(-1, keepdim=True)
 
 
-def _prepare(q: Tensor, k: Tensor, terms: list[BoundPosition], causal: bool) -> tuple[Tensor, Tensor, list[PositionContext]]:
-    """Expand grouped KV heads, build each term's context and apply q/k transforms (RoPE)."""
-    lq, lk = q.shape[2], k.shape[2]
-    ctxs = [t.make_context(lq, lk, causal, q.device) for t in terms]
-    for bound, ctx in zip(terms, ctxs):
-        q, k = bound.term.transform_qk(q, k, ctx)
-    return q, k, ctxs
+def _transform_qk(
+    q: Tensor, k: Tensor, terms: list[PositionTerm], ctxs: list[PositionContext]
+) -> tuple[Tensor, Tensor]:
+    """Apply the terms' q/k transforms (RoPE) in order."""
+    for term, ctx in zip(terms, ctxs):
+        q, k = term.transform_qk(q, k, ctx)
+    return q, k
+
+
+# ----------------------------------------------------------------------------- capabilities
+def _has_score_mod(term: PositionTerm) -> bool:
+    """Whether the term can run under FlexAttention: a pure q/k transform, or a score_mod override."""
+    return not term.adds_bias or type(term).score_mod is not PositionTerm.score_mod
+
+
+def supported_backends(term: PositionTerm) -> tuple[str, ...]:
+    """The backends that have a form of ``term`` (``reference`` and ``sdpa`` have one for every term).
+
+    ``triton`` is listed when the term names a registered kernel; whether that kernel takes a given
+    call (device, dtype, mask, other terms) is decided per call.
+    """
+    names = ["reference", "sdpa"]
+    if _has_score_mod(term):
+        names.append("flex")
+    if term.kernel is not None:
+        try:
+            get_kernel(term.kernel)
+            names.append("triton")
+        except ValueError:
+            pass
+    return tuple(names)
+
+
+def _backend_problem(backend: str, terms: Sequence[PositionTerm]) -> str | None:
+    """Why ``backend`` can never run these terms (whatever the call), or None."""
+    if backend == "triton":
+        if len(terms) != 1:
+            got = ", ".join(type(t).__name__ for t in terms) or "none"
+            return f"backend='triton' runs the fused kernel of exactly one position term, got {got}"
+        term = terms[0]
+        name = type(term).__name__
+        if term.kernel is None:
+            return (
+                f"backend='triton' cannot run {name}: it names no fused kernel ({name}.kernel is None); "
+                f"{name} supports backends {supported_backends(term)}"
+            )
+        try:
+            get_kernel(term.kernel)
+        except ValueError as err:
+            return f"backend='triton' cannot run {name}: {err}"
+    elif backend == "flex":
+        for term in terms:
+            if not _has_score_mod(term):
+                name = type(term).__name__
+                return (
+                    f"backend='flex' cannot run {name}: it has no FlexAttention form (no score_mod); "
+                    f"{name} supports backends {supported_backends(term)}"
+                )
+    return None
+
+
+def check_backend(backend: str, terms: Sequence[PositionTerm]) -> None:
+    """Refuse a backend that cannot run ``terms`` on any call (a ``ValueError`` naming both).
+
+    ``auto``, ``reference`` and ``sdpa`` (which falls back to a float mask) run every term.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    problem = _backend_problem(backend, terms)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 # ----------------------------------------------------------------------------- backends
-def _reference(q, k, v, terms, mask, causal, scale, dropout_p) -> Tensor:
+def _reference(q, k, v, terms, ctxs, mask, causal, scale, dropout_p) -> Tensor:
     h = q.shape[1]
     k, v = _expand_kv(k, h), _expand_kv(v, h)
-    q, k, ctxs = _prepare(q, k, terms, causal)
+    q, k = _transform_qk(q, k, terms, ctxs)
     scores = (q @ k.transpose(-1, -2)) * scale  # (B, H, Lq, Lk)
-    for bound, ctx in zip(terms, ctxs):
-        b = bound.term.bias(q, k, ctx, scale)
+    for term, ctx in zip(terms, ctxs):
+        b = term.bias(q, k, ctx, scale)
         if b is not None:
             scores = scores + b
     full_mask = _combined_mask(mask, causal, q.shape[2], k.shape[2], q.device)
@@ -139,22 +211,22 @@ def _reference(q, k, v, terms, mask, causal, scale, dropout_p) -> Tensor:
 
 
 def _features(q, k, terms, ctxs, scale) -> list[tuple[Tensor, Tensor] | None]:
-    return [bound.term.qk_features(q, k, ctx, scale) if bound.term.adds_bias else None for bound, ctx in zip(terms, ctxs)]
+    return [term.qk_features(q, k, ctx, scale) if term.adds_bias else None for term, ctx in zip(terms, ctxs)]
 
 
-def _sdpa(q, k, v, terms, mask, causal, scale, dropout_p) -> Tensor:
+def _sdpa(q, k, v, terms, ctxs, mask, causal, scale, dropout_p) -> Tensor:
     h, d = q.shape[1], q.shape[-1]
     k, v = _expand_kv(k, h), _expand_kv(v, h)
-    q, k, ctxs = _prepare(q, k, terms, causal)
+    q, k = _transform_qk(q, k, terms, ctxs)
     feats = _features(q, k, terms, ctxs, scale)
     float_bias = None
     extra_q, extra_k = [], []
-    for bound, ctx, f in zip(terms, ctxs, feats):
+    for term, ctx, f in zip(terms, ctxs, feats):
         if f is not None:
             extra_q.append(f[0])
             extra_k.append(f[1])
-        elif bound.term.adds_bias:
-            b = bound.term.bias(q, k, ctx, scale)
+        elif term.adds_bias:
+            b = term.bias(q, k, ctx, scale)
             if b is not None:
                 float_bias = b if float_bias is None else float_bias + b
     if extra_q:
@@ -204,13 +276,13 @@ def _eager_flex(fn: Callable, *args, **kwargs) -> Tensor:
         return fn(*args, **kwargs)
 
 
-def _flex(q, k, v, terms, mask, causal, scale, dropout_p) -> Tensor:
+def _flex(q, k, v, terms, ctxs, mask, causal, scale, dropout_p) -> Tensor:
     from torch.nn.attention.flex_attention import create_block_mask
 
     if dropout_p > 0.0:
         raise ValueError("backend='flex' does not support dropout; use backend='sdpa' or 'reference'")
     if q.device.type == "cpu" and torch.is_grad_enabled() and any(
-        t.requires_grad for t in (q, k, v, *(p for b in terms for p in b.term.parameters()))
+        t.requires_grad for t in (q, k, v, *(p for term in terms for p in term.parameters()))
     ):
         raise ValueError(
             "backend='flex' on CPU is inference-only (FlexAttention has no CPU backward); "
@@ -220,14 +292,16 @@ def _flex(q, k, v, terms, mask, causal, scale, dropout_p) -> Tensor:
         q, k, v = q.detach(), k.detach(), v.detach()
     h = q.shape[1]
     k, v = _expand_kv(k, h), _expand_kv(v, h)
-    q, k, ctxs = _prepare(q, k, terms, causal)
+    q, k = _transform_qk(q, k, terms, ctxs)
     mods: list[Callable] = []
-    for bound, ctx in zip(terms, ctxs):
-        if not bound.term.adds_bias:
+    for term, ctx in zip(terms, ctxs):
+        if not term.adds_bias:
             continue
-        mod = bound.term.score_mod(q, k, ctx, scale)
+        mod = term.score_mod(q, k, ctx, scale)
         if mod is None:
-            raise ValueError(f"{type(bound.term).__name__} has no FlexAttention form; use backend='sdpa' or 'reference'")
+            raise ValueError(
+                f"{type(term).__name__} has no FlexAttention form for this call; use backend='sdpa' or 'reference'"
+            )
         mods.append(mod)
     b_, lq, lk = q.shape[0], q.shape[2], k.shape[2]
     offset = lk - lq
@@ -261,70 +335,66 @@ def _flex(q, k, v, terms, mask, causal, scale, dropout_p) -> Tensor:
     return out if empty is None else out.masked_fill(empty, 0.0)
 
 
-def _triton_relative(q, k, v, terms, mask, causal, scale, dropout_p) -> Tensor:
-    reason = _triton_unsupported(q, k, v, terms, mask, causal, dropout_p)
-    if reason:
-        raise ValueError(f"backend='triton' cannot run this call: {reason}")
-    from .kernels.relative_attention import relative_attention
+def _kernel_call(q, k, v, terms, ctxs, mask, causal, scale, dropout_p) -> tuple[Kernel, KernelCall]:
+    """The kernel registered under the one term's ``kernel`` name, and the call as the kernel sees it.
 
-    term = terms[0].term
-    h = q.shape[1]
-    key_padding = None if mask is None else mask.reshape(mask.shape[0], mask.shape[-1])  # (B|1, Lk)
-    if key_padding is not None and key_padding.shape[0] != q.shape[0]:
-        key_padding = key_padding.expand(q.shape[0], -1)
-    return relative_attention(
-        q, _expand_kv(k, h), _expand_kv(v, h), term.weight, term.max_distance,
-        causal=causal, key_padding_mask=key_padding, scale=scale,
-    )
+    Only for terms that passed ``_backend_problem("triton", terms)``.
+    """
+    return get_kernel(terms[0].kernel), KernelCall(q, k, v, terms[0], ctxs[0], mask, causal, scale, dropout_p)
 
 
-def _triton_unsupported(q, k, v, terms, mask, causal, dropout_p) -> str | None:
-    """Why the relative-attention kernel cannot take this call, or None if it can."""
-    from .positions.relative import RelativeEmbedding
-
-    if len(terms) != 1 or not isinstance(terms[0].term, RelativeEmbedding):
-        return "the Triton kernel covers exactly one RelativeEmbedding term"
-    if terms[0].context:
-        return "the Triton kernel needs default (contiguous) positions"
-    if terms[0].term.causal and not causal:
-        return "a causal RelativeEmbedding (K + 1 rows) needs causal=True"
-    if dropout_p > 0.0:
-        return "the Triton kernel has no dropout"
-    if mask is not None and (mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[2] != 1):
-        return "the Triton kernel takes only key-padding masks of shape (B, 1, 1, Lk)"
-    try:
-        from .kernels import relative_attention as kernel_module
-    except ImportError as err:  # triton missing on this platform
-        return f"triton is not importable ({err})"
-    term = terms[0].term
-    kpm = None if mask is None else mask.reshape(mask.shape[0], mask.shape[-1])
-    if not kernel_module.supports(q, k, v, term.weight, key_padding_mask=kpm):
-        return (
-            f"the kernel does not support device {q.device.type}, dtype {q.dtype}, head dim {q.shape[-1]} "
-            f"with Lq={q.shape[2]}, Lk={k.shape[2]} (it needs CUDA or TRITON_INTERPRET=1, D in 16/32/64/128, Lq <= Lk)"
-        )
-    return None
+def _triton(q, k, v, terms, ctxs, mask, causal, scale, dropout_p) -> Tensor:
+    problem = _backend_problem("triton", terms)
+    if problem is None:
+        kernel, call = _kernel_call(q, k, v, terms, ctxs, mask, causal, scale, dropout_p)
+        problem = kernel.unsupported(call)
+    if problem is not None:
+        raise ValueError(f"backend='triton' cannot run this call: {problem}")
+    return kernel.run(call)
 
 
-_IMPLS = {"reference": _reference, "sdpa": _sdpa, "flex": _flex, "triton": _triton_relative}
+_IMPLS = {"reference": _reference, "sdpa": _sdpa, "flex": _flex, "triton": _triton}
 
 
 # ----------------------------------------------------------------------------- selection
+def _make_contexts(
+    terms: list[BoundPosition], lq: int, lk: int, causal: bool, device: torch.device
+) -> list[PositionContext]:
+    return [b.make_context(lq, lk, causal, device) for b in terms]
+
+
 def select_backend(
-    q: Tensor, k: Tensor, v: Tensor, terms: list[BoundPosition], mask: Tensor | None, causal: bool, dropout_p: float
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    terms: list[BoundPosition],
+    mask: Tensor | None,
+    causal: bool,
+    dropout_p: float,
+    *,
+    scale: float | None = None,
+    contexts: list[PositionContext] | None = None,
 ) -> str:
-    """The backend ``auto`` picks for this call (exposed for tests and benchmarks)."""
-    bias_terms = [b for b in terms if b.term.adds_bias]
-    if not bias_terms:
+    """The backend ``auto`` picks for this call (exposed for tests and benchmarks).
+
+    ``contexts`` are the terms' contexts when the caller has built them (:func:`attention` does, once
+    per call); they are built here otherwise.
+    """
+    plain = [b.term for b in terms]
+    if not any(t.adds_bias for t in plain):
         return "sdpa"
-    if q.is_cuda and _triton_unsupported(q, k, v, terms, mask, causal, dropout_p) is None:
-        return "triton"
-    lq, lk = q.shape[2], k.shape[2]
-    ctxs = [b.make_context(lq, lk, causal, q.device) for b in bias_terms]
-    if all(b.term.has_qk_features(c, q.dtype) for b, c in zip(bias_terms, ctxs)):
+    if contexts is None:
+        contexts = _make_contexts(terms, q.shape[2], k.shape[2], causal, q.device)
+    if q.is_cuda and _backend_problem("triton", plain) is None:
+        scale = q.shape[-1] ** -0.5 if scale is None else scale
+        kernel, call = _kernel_call(q, k, v, plain, contexts, mask, causal, scale, dropout_p)
+        if kernel.unsupported(call) is None:
+            return "triton"
+    bias = [(t, c) for t, c in zip(plain, contexts) if t.adds_bias]
+    if all(t.has_qk_features(c, q.dtype) for t, c in bias):
         return "sdpa"
     if q.is_cuda:
-        if dropout_p == 0.0 and all(type(b.term).score_mod is not PositionTerm.score_mod for b in bias_terms):
+        if dropout_p == 0.0 and all(_has_score_mod(t) for t, _ in bias):
             return "flex"
         return "sdpa"
     return "reference"
@@ -358,8 +428,12 @@ def attention(
         ``(B, H, Lq, D)``.
     """
     _check_inputs(q, k, v, mask, backend, dropout_p)
-    terms = as_bound_terms(position)
+    bound = as_bound_terms(position)
+    terms = [b.term for b in bound]
+    if backend != "auto":
+        check_backend(backend, terms)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
+    ctxs = _make_contexts(bound, q.shape[2], k.shape[2], causal, q.device)  # once per call, for every use
     if backend == "auto":
-        backend = select_backend(q, k, v, terms, mask, causal, dropout_p)
-    return _IMPLS[backend](q, k, v, terms, mask, causal, scale, dropout_p)
+        backend = select_backend(q, k, v, bound, mask, causal, dropout_p, scale=scale, contexts=ctxs)
+    return _IMPLS[backend](q, k, v, terms, ctxs, mask, causal, scale, dropout_p)

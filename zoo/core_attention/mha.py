@@ -2,9 +2,9 @@
 
 The module owns its position terms (their parameters are part of its state dict under
 ``position.<i>.``) and binds them per call to ``position_context`` (``q_pos``, ``k_pos`` and any
-term-specific tensors). With a :class:`KVCache`, new keys/values are appended in place and the
-default positions continue from the cached length, so relative terms see the right distances
-during incremental decoding.
+term-specific values: tensors, or plain ints / tuples for sizes). With a :class:`KVCache`, new
+keys/values are appended in place and the default positions continue from the cached length, so
+relative terms see the right distances during incremental decoding.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 
 from torch import Tensor, nn
 
-from .attention import BACKENDS, attention
-from .positions.base import PositionTerm, bind_all
+from .attention import attention, check_backend
+from .positions.base import ContextValue, PositionTerm, bind_all
 
 __all__ = ["MultiheadAttention", "KVCache"]
 
@@ -80,6 +80,9 @@ class MultiheadAttention(nn.Module):
         bias: biases in the q/k/v/out projections.
         kdim, vdim: input widths of the key/value source for cross-attention; default ``dim``.
         backend: passed to :func:`attention` (``"reference"`` keeps the readable path one flag away).
+            A forced backend that has no form of one of the terms (``"triton"`` for a term without a
+            fused kernel, ``"flex"`` for one without a ``score_mod``) is refused here, not on the
+            first forward; what depends on the call (device, dtype, mask) is checked per call.
     """
 
     def __init__(
@@ -101,8 +104,8 @@ class MultiheadAttention(nn.Module):
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         if num_heads % num_kv_heads:
             raise ValueError(f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        terms = [] if position is None else [position] if isinstance(position, PositionTerm) else list(position)
+        check_backend(backend, terms)
         self.dim = dim
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
@@ -114,7 +117,6 @@ class MultiheadAttention(nn.Module):
         self.k_proj = nn.Linear(kdim or dim, kv_width, bias=bias)
         self.v_proj = nn.Linear(vdim or dim, kv_width, bias=bias)
         self.out_proj = nn.Linear(dim, dim, bias=bias)
-        terms = [] if position is None else [position] if isinstance(position, PositionTerm) else list(position)
         self.position = nn.ModuleList(terms)
 
     def extra_repr(self) -> str:
@@ -130,7 +132,7 @@ class MultiheadAttention(nn.Module):
         *,
         mask: Tensor | None = None,
         causal: bool = False,
-        position_context: Mapping[str, Tensor] | None = None,
+        position_context: Mapping[str, ContextValue] | None = None,
         cache: KVCache | None = None,
     ) -> Tensor:
         """``x (B, Lq, dim)``, optional ``kv (B, Lk, kdim)`` -> ``(B, Lq, dim)``.

@@ -1,7 +1,15 @@
 """Position terms for :func:`zoo.core_attention.attention`: each an ``nn.Module`` owning its parameters."""
 
 from .alibi import ALiBi, alibi_slopes
-from .base import BoundPosition, PositionContext, PositionTerm, as_bound_terms, bind_all, default_positions
+from .base import (
+    BoundPosition,
+    ContextValue,
+    PositionContext,
+    PositionTerm,
+    as_bound_terms,
+    bind_all,
+    default_positions,
+)
 from .box import BoxRPB
 from .music import FundamentalMusicEmbedding, MusicRelative
 from .relative import RelativeEmbedding, T5Bias, t5_relative_bucket
@@ -12,6 +20,7 @@ __all__ = [
     "ALiBi",
     "BoundPosition",
     "BoxRPB",
+    "ContextValue",
     "DynamicPositionBias",
     "FundamentalMusicEmbedding",
     "MusicRelative",

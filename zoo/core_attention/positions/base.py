@@ -20,10 +20,16 @@ Logits are ``scale * (q @ k.T) + sum(term biases)``: a term whose paper adds its
 the ``1/sqrt(d)`` scaling (Shaw, Music Transformer, RIPO) multiplies by ``scale`` itself.
 
 Context: every term sees query and key positions (``q_pos (Bp, Lq)``, ``k_pos (Bp, Lk)``, ``Bp``
-1 or B) and whatever named tensors it declares in ``required_context`` / ``optional_context``.
+1 or B) and whatever named values it declares in ``required_context`` / ``optional_context``.
 Positions default to ``arange`` with the queries being the *last* ``Lq`` of the ``Lk`` keys (the
 KV-cache convention), so cached decoding and left padding only need explicit positions.
 A caller passes context by binding: ``attention(q, k, v, position=term.bind(q_pos=..., boxes=...))``.
+:func:`~zoo.core_attention.attention` builds each term's :class:`PositionContext` once per call.
+Sizes (a group size, a feature-map shape) are bound as plain ints / tuples: a term reads them
+without a device sync, which a tensor would cost on every call (tensors are still accepted).
+
+Fused kernel: a term that a kernel covers names it in ``kernel``; ``backend="triton"`` looks the
+name up in the registry of :mod:`zoo.core_attention.kernels`, whose op reads the term's attributes.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "ContextValue",
     "PositionContext",
     "PositionTerm",
     "BoundPosition",
@@ -45,19 +52,23 @@ __all__ = [
 ]
 
 
+#: a bound context value: a tensor, or a plain int / tuple of ints for sizes (no device sync to read)
+ContextValue = Tensor | int | tuple[int, ...]
+
+
 @dataclass
 class PositionContext:
-    """Per-call facts a term may need. Built by :func:`zoo.core_attention.attention`."""
+    """Per-call facts a term may need. Built once per call by :func:`zoo.core_attention.attention`."""
 
     q_pos: Tensor  # (Bp, Lq) integer or float positions of the queries
     k_pos: Tensor  # (Bp, Lk) positions of the keys
     causal: bool = False
-    extras: dict[str, Tensor] = field(default_factory=dict)
+    extras: dict[str, ContextValue] = field(default_factory=dict)
     # True when q_pos / k_pos are the defaults (contiguous ranges); lets terms use
     # shape tricks such as Huang et al.'s skewing that need contiguous positions.
     default_positions: bool = True
 
-    def get(self, name: str) -> Tensor:
+    def get(self, name: str) -> ContextValue:
         return self.extras[name]
 
 
@@ -75,15 +86,19 @@ def default_positions(lq: int, lk: int, device: torch.device) -> tuple[Tensor, T
 class PositionTerm(nn.Module, abc.ABC):
     """Base class of position terms. Subclasses implement ``bias`` and, where they can, fast forms."""
 
-    #: names of extra context tensors this term cannot work without
+    #: names of extra context values this term cannot work without
     required_context: ClassVar[tuple[str, ...]] = ()
-    #: names of extra context tensors this term accepts but can default
+    #: names of extra context values this term accepts but can default
     optional_context: ClassVar[tuple[str, ...]] = ()
-    #: name of a dedicated Triton kernel in ``zoo.core_attention.kernels`` that covers this term
+    #: name under which a fused kernel covering this term is registered in
+    #: ``zoo.core_attention.kernels`` (``get_kernel``); ``backend="triton"`` needs one
     kernel: ClassVar[str | None] = None
 
-    def bind(self, **context: Tensor | tuple[int, ...]) -> BoundPosition:
-        """Attach per-call context (``q_pos``, ``k_pos`` and the term's own names)."""
+    def bind(self, **context: ContextValue) -> BoundPosition:
+        """Attach per-call context (``q_pos``, ``k_pos`` and the term's own names).
+
+        Positions are tensors; sizes may be plain ints / tuples, which the term reads for free.
+        """
         allowed = {"q_pos", "k_pos", *self.required_context, *self.optional_context}
         unknown = sorted(set(context) - allowed)
         if unknown:
@@ -128,7 +143,7 @@ class BoundPosition:
     """A term with its per-call context."""
 
     term: PositionTerm
-    context: dict[str, Tensor]
+    context: dict[str, ContextValue]
 
     def make_context(self, lq: int, lk: int, causal: bool, device: torch.device) -> PositionContext:
         missing = [n for n in self.term.required_context if n not in self.context]
@@ -140,6 +155,9 @@ class BoundPosition:
         dq, dk = default_positions(lq, lk, device)
         q_pos = self.context.get("q_pos", dq)
         k_pos = self.context.get("k_pos", dk)
+        for name, pos in (("q_pos", q_pos), ("k_pos", k_pos)):
+            if not isinstance(pos, Tensor):
+                raise ValueError(f"{name} must be a tensor of positions, got {type(pos).__name__}")
         q_pos = q_pos[None] if q_pos.dim() == 1 else q_pos
         k_pos = k_pos[None] if k_pos.dim() == 1 else k_pos
         if q_pos.dim() != 2 or q_pos.shape[-1] != lq:
@@ -172,7 +190,7 @@ def as_bound_terms(
     return out
 
 
-def bind_all(terms: Sequence[PositionTerm], context: Mapping[str, Tensor] | None) -> list[BoundPosition]:
+def bind_all(terms: Sequence[PositionTerm], context: Mapping[str, ContextValue] | None) -> list[BoundPosition]:
     """Bind several terms to one shared context dict, each taking only the names it accepts."""
     context = dict(context or {})
     bound = []

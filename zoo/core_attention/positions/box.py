@@ -25,8 +25,22 @@ def _mlp(hidden: int, num_heads: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(2, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_heads, bias=False))
 
 
+def _spatial_shape(ctx: PositionContext) -> tuple[int, int]:
+    """The bound ``(Hf, Wf)`` as ints: free for a tuple; a tensor (older callers) costs a device sync."""
+    shape = ctx.get("spatial_shape")
+    if isinstance(shape, Tensor):
+        shape = tuple(shape.tolist())
+    if isinstance(shape, int) or len(shape) != 2:
+        raise ValueError(f"BoxRPB needs spatial_shape (Hf, Wf), got {shape!r}")
+    return int(shape[0]), int(shape[1])
+
+
 class BoxRPB(PositionTerm):
-    """Box-to-pixel relative position bias. Context: ``boxes (B, Lq, 4)``, ``spatial_shape (Hf, Wf)``."""
+    """Box-to-pixel relative position bias.
+
+    Context: ``boxes (B, Lq, 4)`` and ``spatial_shape``, the feature map's ``(Hf, Wf)`` as a tuple of
+    ints (a tensor is accepted too, at the price of a device sync per call).
+    """
 
     required_context = ("boxes", "spatial_shape")
 
@@ -51,7 +65,7 @@ class BoxRPB(PositionTerm):
     def axial(self, ctx: PositionContext) -> tuple[Tensor, Tensor]:
         """``rpe_y (B, Lq, Hf, H)`` and ``rpe_x (B, Lq, Wf, H)``."""
         boxes = ctx.get("boxes")
-        hf, wf = (int(s) for s in ctx.get("spatial_shape"))
+        hf, wf = _spatial_shape(ctx)
         if boxes.dim() != 3 or boxes.shape[-1] != 4:
             raise ValueError(f"BoxRPB needs boxes of shape (B, Lq, 4) as (cx, cy, w, h), got {tuple(boxes.shape)}")
         weight_dtype = self.cpb_mlp_x[0].weight.dtype
@@ -65,7 +79,7 @@ class BoxRPB(PositionTerm):
         return self.cpb_mlp_y(dy), self.cpb_mlp_x(dx)
 
     def bias(self, q: Tensor, k: Tensor, ctx: PositionContext, scale: float) -> Tensor:
-        hf, wf = (int(s) for s in ctx.get("spatial_shape"))
+        hf, wf = _spatial_shape(ctx)
         if k.shape[-2] != hf * wf:
             raise ValueError(f"BoxRPB: spatial_shape {hf}x{wf} does not match {k.shape[-2]} keys")
         if q.shape[1] != self.num_heads:
@@ -75,7 +89,7 @@ class BoxRPB(PositionTerm):
         return rpe.flatten(2, 3).permute(0, 3, 1, 2).to(q.dtype)  # (B, H, Lq, Hf*Wf)
 
     def score_mod(self, q: Tensor, k: Tensor, ctx: PositionContext, scale: float) -> Callable:
-        _, wf = (int(s) for s in ctx.get("spatial_shape"))
+        _, wf = _spatial_shape(ctx)
         rpe_y, rpe_x = self.axial(ctx)
         rpe_y, rpe_x = rpe_y.to(q.dtype), rpe_x.to(q.dtype)
 

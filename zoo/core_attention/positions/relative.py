@@ -5,8 +5,8 @@
   clipped key-minus-query distance, ``logit_ij += scale * q_i . E[clip(j - i, -K, K)]``.
   The reference uses Huang et al.'s *skewing* for contiguous positions (``q @ E_rel^T`` then a
   pad-free reshape, O(L^2) memory instead of Shaw's O(L^2 D)) and an index gather for arbitrary
-  positions (KV cache with offsets, left padding). On CUDA the fused Triton kernel
-  (``kernels/relative_attention.py``) replaces both.
+  positions (KV cache with offsets, left padding). On CUDA the fused Triton kernel registered as
+  ``kernel = "relative_attention"`` (``kernels/relative_attention/``) replaces both.
 * :class:`T5Bias` -- Raffel et al. 2020: one learned scalar per head and log-spaced distance bucket.
 """
 

@@ -14,7 +14,7 @@ timm's convention). Offsets are enumerated row-major over ``dy in [-(Wh-1), Wh-1
   the table with a small MLP of ``(dy, dx)``; the module names ``pos_proj``, ``pos1``, ``pos2``,
   ``pos3`` are the official ones. Since the MLP takes any offset, the group size may change from
   call to call (CrossFormer shrinks the group on small feature maps): it is the attribute
-  ``group_size`` unless the call binds a ``group_size`` context tensor ``[Gh, Gw]``.
+  ``group_size`` unless the call binds a ``group_size`` context ``(Gh, Gw)``.
 
 Token positions: ``q_pos`` / ``k_pos`` are flat row-major cell indices ``y * Ww + x`` inside the
 window. The defaults (``arange``) are the usual "every cell of the window attends to every cell";
@@ -217,8 +217,9 @@ class DynamicPositionBias(_OffsetTableTerm):
     ``dim // 16``: its attention builds the module with ``dim // 4`` and the module quarters it).
 
     The group (window) size is the attribute ``group_size`` (``set_group_size`` changes it), or,
-    for one call, the bound context ``group_size``: a tensor ``[Gh, Gw]`` (or a scalar for a
-    square group), e.g. ``attention(q, k, v, position=dpb.bind(group_size=torch.tensor([5, 7])))``.
+    for one call, the bound context ``group_size``: ``(Gh, Gw)`` or an int for a square group, e.g.
+    ``attention(q, k, v, position=dpb.bind(group_size=(5, 7)))``. A tensor ``[Gh, Gw]`` (or a
+    scalar) is accepted too, but reading it syncs with the device on every call.
     """
 
     optional_context = ("group_size",)
@@ -271,10 +272,15 @@ class DynamicPositionBias(_OffsetTableTerm):
     def _window(self, ctx: PositionContext | None) -> tuple[int, int]:
         if ctx is None or "group_size" not in ctx.extras:
             return self.group_size
-        size = ctx.extras["group_size"].reshape(-1).tolist()
-        if len(size) not in (1, 2):
-            raise ValueError(f"DynamicPositionBias: context group_size must be [G] or [Gh, Gw], got {size}")
-        return _pair(tuple(int(s) for s in size) * (2 // len(size)), "group_size")
+        size = ctx.extras["group_size"]
+        if isinstance(size, Tensor):  # older callers bind a tensor: reading it is a device sync
+            size = size.reshape(-1).tolist()
+        if not isinstance(size, int):
+            size = tuple(size)
+            if len(size) not in (1, 2):
+                raise ValueError(f"DynamicPositionBias: context group_size must be G or (Gh, Gw), got {size}")
+            size = size * (2 // len(size))  # (G,) -> (G, G)
+        return _pair(size, "group_size")
 
     def get_bias(self, group_size: int | tuple[int, int] | None = None) -> Tensor:
         """The full-group bias ``(1, H, Gh Gw, Gh Gw)`` for ``group_size`` (default: the attribute)."""

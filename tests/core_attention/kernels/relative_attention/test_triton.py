@@ -1,7 +1,7 @@
-"""The fused relative-attention Triton kernel against plain PyTorch references.
+"""The fused relative-attention kernel (``triton.py``) against its readable twin (``reference.py``).
 
-On CPU the kernels run in Triton's interpreter (``TRITON_INTERPRET=1``, set below before Triton is
-imported), in float32, with the interpreter's 16-row tiles so small lengths span several tiles: fully
+Forward and every gradient are compared with the reference evaluated in float64. On CPU the kernels
+run in Triton's interpreter (``TRITON_INTERPRET=1``, set below before Triton is imported), in float32, with the interpreter's 16-row tiles so small lengths span several tiles: fully
 clipped tiles, band tiles and ragged last tiles all occur. ``gpu`` tests check half precision with
 FlashAttention's criterion and ``torch.compile`` with Inductor.
 """
@@ -18,37 +18,16 @@ os.environ.setdefault("ZOO_RELATIVE_ATTENTION_AUTOTUNE", "0")
 
 import pytest  # noqa: E402
 
-from zoo.core_attention.kernels import relative_attention as rk  # noqa: E402
+from zoo.core_attention.kernels.relative_attention import triton as rk  # noqa: E402
+from zoo.core_attention.kernels.relative_attention.reference import (  # noqa: E402
+    relative_attention_reference as reference,
+)
 
 if not torch.cuda.is_available() and not rk.INTERPRET:
     pytest.skip("the kernel module was imported without TRITON_INTERPRET=1 and there is no GPU",
                 allow_module_level=True)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-# ----------------------------------------------------------------------------- independent reference
-def naive_relative_attention(q, k, v, weight, max_distance, causal, key_padding_mask=None, scale=None):
-    """Materialized reference: the (Lq, Lk) relative logits gathered from ``q @ weight^T``."""
-    b, h, lq, d = q.shape
-    lk = k.shape[2]
-    scale = d**-0.5 if scale is None else scale
-    khi = weight.shape[-2] - 1 - max_distance  # K or 0 (causal table)
-    qpos = torch.arange(lq, device=q.device) + (lk - lq)  # queries are the last Lq positions
-    kpos = torch.arange(lk, device=q.device)
-    idx = (kpos[None, :] - qpos[:, None]).clamp(-max_distance, khi) + max_distance  # (Lq, Lk)
-    qe = q @ weight.transpose(-1, -2)  # (B, H, Lq, R)
-    rel = qe.gather(-1, idx.expand(b, h, lq, lk))  # (B, H, Lq, Lk)
-    logits = scale * (q @ k.transpose(-1, -2) + rel)  # (B, H, Lq, Lk)
-    visible = torch.ones(1, 1, lq, lk, dtype=torch.bool, device=q.device)
-    if causal:
-        visible = visible & (kpos[None, :] <= qpos[:, None])
-    if key_padding_mask is not None:
-        visible = visible & key_padding_mask[:, None, None, :]
-    logits = logits.masked_fill(~visible, float("-inf"))
-    probs = torch.softmax(logits.float() if logits.dtype != torch.float64 else logits, -1)
-    probs = probs.nan_to_num(0.0).to(q.dtype)  # a row with no visible key outputs zeros
-    return probs @ v  # (B, H, Lq, D)
 
 
 def make_inputs(b, h, lq, lk, d, max_distance, causal, per_head, pad, dtype=torch.float32, device=DEVICE):
@@ -96,14 +75,14 @@ def case_id(c):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
-def test_forward_and_gradients_match_naive_reference(case):
+def test_forward_and_gradients_match_reference(case):
     b, h, lq, lk, d, kmax, causal, per_head, pad = case
     if rk.INTERPRET and case[:2] in ((2, 2), (3, 1)):
         assert rk._de_slots(b, h, lq, torch.device(DEVICE), per_head, False) < b * h
     q, k, v, weight, kpm = make_inputs(b, h, lq, lk, d, kmax, causal, per_head, pad)
     dout = torch.randn(b, h, lq, d, device=DEVICE)
     got = grads(lambda *t: rk.relative_attention(*t, kmax, causal=causal, key_padding_mask=kpm), q, k, v, weight, dout)
-    want = grads(lambda *t: naive_relative_attention(*t, kmax, causal, kpm),
+    want = grads(lambda *t: reference(*t, kmax, causal=causal, key_padding_mask=kpm),
                  *(t.double() for t in (q, k, v, weight)), dout.double())
     for name, g, w in zip(["out", "dq", "dk", "dv", "dweight"], got, want):
         assert g.shape == w.shape, name
@@ -112,10 +91,10 @@ def test_forward_and_gradients_match_naive_reference(case):
 
 @pytest.mark.skipif(not rk.INTERPRET, reason="on GPUs the autotuner picks the variant")
 @pytest.mark.parametrize("case", [CASES[0], CASES[4]], ids=[case_id(CASES[0]), case_id(CASES[4])])
-def test_recompute_variant_matches_naive_reference(case, monkeypatch):
+def test_recompute_variant_matches_reference(case, monkeypatch):
     """CARRY_QE=False (recompute q.E of the previous chunk instead of carrying it), an autotune choice."""
     monkeypatch.setattr(rk, "INTERPRETER_CARRY_QE", False)
-    test_forward_and_gradients_match_naive_reference(case)
+    test_forward_and_gradients_match_reference(case)
 
 
 def test_explicit_scale_and_strided_inputs():
@@ -126,7 +105,7 @@ def test_explicit_scale_and_strided_inputs():
     weight = torch.randn(2 * kmax + 1, d, device=DEVICE)
     dout = torch.randn(b, h, length, d, device=DEVICE)
     got = grads(lambda *t: rk.relative_attention(*t, kmax, causal=False, scale=0.3), q, k, v, weight, dout)
-    want = grads(lambda *t: naive_relative_attention(*t, kmax, False, scale=0.3),
+    want = grads(lambda *t: reference(*t, kmax, causal=False, scale=0.3),
                  *(t.double() for t in (q, k, v, weight)), dout.double())
     for g, w in zip(got, want):
         torch.testing.assert_close(g.double(), w, atol=2e-5, rtol=1e-4)
@@ -149,7 +128,7 @@ def test_query_with_no_visible_key_outputs_zero_and_finite_gradients():
     assert torch.all(out[0, :, :2] == 0)
     out.square().sum().backward()
     assert all(torch.isfinite(t.grad).all() for t in leaves)
-    want = naive_relative_attention(*(t.double() for t in (q, k, v, weight)), 3, True, kpm)
+    want = reference(*(t.double() for t in (q, k, v, weight)), 3, causal=True, key_padding_mask=kpm)
     torch.testing.assert_close(out.double(), want, atol=2e-5, rtol=1e-4)
 
 
@@ -191,6 +170,38 @@ def test_matches_the_attention_core():
             torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "kind,match",
+    [
+        ("explicit-positions", r"needs default \(contiguous\) positions; RelativeEmbedding was bound"),
+        ("causal-table-bidir", r"a causal RelativeEmbedding \(K \+ 1 rows\) needs causal=True"),
+        ("dropout", "has no dropout"),
+        ("full-mask", r"only key-padding masks of shape \(B, 1, 1, Lk\)"),
+        ("float64", "does not support device .*, dtype torch.float64"),
+    ],
+)
+def test_attention_core_reports_why_the_kernel_cannot_run_a_call(kind, match):
+    """The op's per-call checks (positions, masks, dropout, dtypes) reach the caller of backend='triton'."""
+    from zoo.core_attention import attention, positions
+
+    term = positions.RelativeEmbedding(16, 4, causal=True).to(DEVICE)
+    q, k, v, _, _ = make_inputs(1, 2, 8, 8, 16, 4, True, False, False)
+    kwargs = dict(position=term, causal=True)
+    if kind == "explicit-positions":
+        kwargs["position"] = term.bind(q_pos=torch.arange(8, device=DEVICE))
+    elif kind == "causal-table-bidir":
+        kwargs["causal"] = False
+    elif kind == "dropout":
+        kwargs["dropout_p"] = 0.1
+    elif kind == "full-mask":
+        kwargs["mask"] = torch.ones(1, 2, 8, 8, dtype=torch.bool, device=DEVICE)
+    else:
+        term.double()
+        q, k, v = q.double(), k.double(), v.double()
+    with pytest.raises(ValueError, match=f"backend='triton' cannot run this call: .*{match}"):
+        attention(q, k, v, backend="triton", **kwargs)
+
+
 def test_supports_and_clear_errors():
     q, k, v, weight, _ = make_inputs(1, 2, 8, 8, 16, 3, False, False, False)
     assert rk.supports(q, k, v, weight)
@@ -203,7 +214,7 @@ def test_supports_and_clear_errors():
     kpm[0, 0] = True
     assert rk.supports(q, k, v, weight, key_padding_mask=kpm)
     torch.testing.assert_close(rk.relative_attention(q, k, v, weight, 3, causal=False, key_padding_mask=kpm),
-                               naive_relative_attention(q, k, v, weight, 3, False, kpm), atol=1e-5, rtol=1e-5)
+                               reference(q, k, v, weight, 3, causal=False, key_padding_mask=kpm), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="weight has 6 rows"):
         rk.relative_attention(q, k, v, weight[:6], 3, causal=False)
     with pytest.raises(ValueError, match="needs causal=True"):
@@ -241,7 +252,7 @@ def test_benchmark_smoke_path(tmp_path, monkeypatch):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "relative_attention.py"
+    path = Path(__file__).resolve().parents[4] / "benchmarks" / "relative_attention.py"
     spec = importlib.util.spec_from_file_location("relative_attention_benchmark", path)
     bench = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, bench)  # dataclasses look their module up there
@@ -266,7 +277,7 @@ def test_kernels_compile_for_hopper_without_a_gpu():
     import subprocess
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[4]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = subprocess.run([sys.executable, str(root / "benchmarks" / "relative_attention.py"), "--compile-report",
                           "--default-configs", "--modes", "causal"], capture_output=True, text=True, env=env,
@@ -300,9 +311,9 @@ def test_half_precision_flash_attention_criterion(case, dtype):
     q, k, v, weight, kpm = make_inputs(b, h, lq, lk, d, kmax, causal, per_head, pad, dtype=torch.float64)
     q, k, v, weight = (t.to(dtype).double() for t in (q, k, v, weight))  # exactly representable inputs
     dout = torch.randn(b, h, lq, d, device=DEVICE, dtype=dtype).double()
-    exact = grads(lambda *t: naive_relative_attention(*t, kmax, causal, kpm), q, k, v, weight, dout)
+    exact = grads(lambda *t: reference(*t, kmax, causal=causal, key_padding_mask=kpm), q, k, v, weight, dout)
     low = [t.to(dtype) for t in (q, k, v, weight, dout)]
-    ref_low = grads(lambda *t: naive_relative_attention(*t, kmax, causal, kpm), *low)
+    ref_low = grads(lambda *t: reference(*t, kmax, causal=causal, key_padding_mask=kpm), *low)
     kernel = grads(lambda *t: rk.relative_attention(*t, kmax, causal=causal, key_padding_mask=kpm), *low)
     for name, x, r, e in zip(["out", "dq", "dk", "dv", "dweight"], kernel, ref_low, exact):
         assert torch.isfinite(x).all(), name

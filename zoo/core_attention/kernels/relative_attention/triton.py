@@ -4,6 +4,8 @@
 
 with ``Khi = K`` (bidirectional table, ``R = 2K + 1`` rows) or ``0`` (causal table, ``R = K + 1``),
 forward and backward without any (Lq, Lk) tensor: memory is O(L) per head, like FlashAttention.
+``reference.py`` beside this file computes the same function with materialized logits; the tests
+compare the two, forward and every gradient.
 
 Forward (one program per query tile of ``BLOCK`` rows, online softmax over key tiles):
   * For a query tile at ``m0`` and a key tile at ``n0`` the distances ``j - i'`` cover the ``2 BLOCK - 1``
