@@ -21,7 +21,7 @@ test: $(STAMP) lint
 	$(PY) -m pytest -q -m "not gpu" tests
 
 demo: $(STAMP)
-	$(PY) -m zoo.music.demo
+	$(PY) -m zoo.music.lm.demo
 
 bench: $(STAMP)
 	$(PY) benchmarks/attention_reference.py

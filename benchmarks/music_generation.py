@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
 import zoo  # noqa: E402
-import zoo.music.models  # noqa: E402,F401
+import zoo.music.lm.models  # noqa: E402,F401
 
 SMALL = {"num_layers": 2, "d_model": 128, "num_heads": 4, "d_ff": 512, "dropout": 0.0, "attn_dropout": 0.0}
 

@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
-import zoo.vision.classification  # noqa: E402,F401  (registers astroformer_* / crossformer_* with timm)
+import zoo.vision.classification.models  # noqa: E402,F401  (registers astroformer_* / crossformer_* with timm)
 
 MODELS = {
     "astroformer_0": dict(img_size=224),

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 import zoo
 from zoo import hub
+from zoo.hub import registry
 
 MAX_PARAMS = 30_000_000
 
@@ -23,7 +24,7 @@ try:
     MODEL_NAMES = zoo.list_models()
     REGISTRY_ERROR: ImportError | None = None
 except ImportError as err:  # fail in test_model_modules_import, and still test what did register
-    MODEL_NAMES = sorted(hub._REGISTRY)
+    MODEL_NAMES = sorted(registry._REGISTRY)
     REGISTRY_ERROR = err
 
 
@@ -31,7 +32,7 @@ def test_model_modules_import():
     """Every module of zoo.hub._MODEL_MODULES imports and registers at least one model."""
     if REGISTRY_ERROR is not None:
         pytest.fail(str(REGISTRY_ERROR), pytrace=False)
-    for module in hub._MODEL_MODULES:
+    for module in registry._MODEL_MODULES:
         owned = [n for n in MODEL_NAMES if hub.model_entry(n).module.startswith(module)]
         assert owned, f"importing {module} registered no model"
 

@@ -1,4 +1,4 @@
-"""A tiny regression system for testing :class:`zoo.cli.ZooCLI` (DDP workers need importable classes).
+"""A tiny regression system for testing :class:`zoo.training.cli.ZooCLI` (DDP workers need importable classes).
 
 Run it like a domain's ``train.py``::
 
@@ -13,8 +13,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from .cli import ZooCLI
 from .hub import load_weights_into
+from .train import cli_main
 
 __all__ = ["TinyMLP", "TinyRegressor", "TinyRegressionData", "cli_main"]
 
@@ -86,12 +86,6 @@ class TinyRegressionData(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=self.batch_size)
-
-
-def cli_main(args: list[str] | None = None) -> ZooCLI:
-    return ZooCLI(
-        pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, args=args
-    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-"""Music: Music Transformer (Huang et al. 2018) and RIPO; MIDI tokenizers; datamodules; train/generate.
+"""Music tasks of the zoo; importing ``zoo.music`` pulls in nothing heavy.
 
-Kept light on purpose: importing ``zoo.music`` pulls in nothing heavy. Use the submodules:
-``zoo.music.tokenizers``, ``zoo.music.data``, ``zoo.music.models``, ``zoo.music.module``,
-``python -m zoo.music.train``, ``python -m zoo.music.generate``, ``python -m zoo.music.evaluate``,
-``python -m zoo.music.demo``.
+- :mod:`zoo.music.lm`: Music Transformer (chorales, JSB, piano performances);
+- :mod:`zoo.music.melody`: RIPO and its baselines (melody completion);
+- :mod:`zoo.music.midi`: MIDI I/O shared by both; ``python -m zoo.music.generate`` samples any music
+  model, ``python -m zoo.music.train`` trains one.
 """

@@ -9,39 +9,27 @@
 Decoding uses a KV cache (relative attention included); ``--no_cache`` recomputes the prefix each
 step (slower, same distribution).
 
-Model families plug in through two tables keyed by the registered model name's prefix:
-``TOKENIZER_BUILDERS`` (model -> tokenizer) and ``SAMPLERS`` (model, tokenizer, primer, args -> tokens).
+A model plugs in through its registry entry (``zoo.hub.register_family(..., tokenizer=, sampler=)``):
+``tokenizer(model)`` gives the object that reads a primer (``midi_to_tokens``, ``bos_id``) and writes
+MIDI (``tokens_to_midi``), and ``sampler(model, tokenizer, primer, options)`` continues the primer.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import wave
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from zoo.hub import create_model, load_pretrained, load_weights_into
+from zoo.hub import create_model, find_pretrained, load_pretrained, load_weights_into, model_entry
 
-from .tokenizers import tokenizer_from_config
+from .midi import write_outputs
 
-__all__ = [
-    "LoadedModel",
-    "load_model_and_tokenizer",
-    "generate_tokens",
-    "write_outputs",
-    "save_piano_roll",
-    "save_wav",
-    "main",
-    "TOKENIZER_BUILDERS",
-    "SAMPLERS",
-]
+__all__ = ["LoadedModel", "load_model_and_tokenizer", "generate_tokens", "main"]
 
 
 @dataclass
@@ -52,27 +40,8 @@ class LoadedModel:
     meta: dict[str, Any]  # config.json contents (pretrained dirs) or Lightning hyper-parameters
 
 
-def _music_transformer_tokenizer(model: nn.Module) -> Any:
-    return tokenizer_from_config({"kind": model.config.tokenizer})
-
-
-# prefix of the registered model name -> how to build its tokenizer
-TOKENIZER_BUILDERS: dict[str, Callable[[nn.Module], Any]] = {
-    "music_transformer": _music_transformer_tokenizer,
-}
-
-
-def _lookup(table: dict[str, Any], name: str, what: str) -> Any:
-    for prefix in sorted(table, key=len, reverse=True):
-        if name.startswith(prefix):
-            return table[prefix]
-    raise ValueError(f"no {what} for model {name!r}; known prefixes: {sorted(table)}")
-
-
 def load_model_and_tokenizer(checkpoint: str | Path, device: str = "cpu") -> LoadedModel:
     """A model and its tokenizer from a name, a pretrained directory or a Lightning ``.ckpt``."""
-    import zoo.music.models  # noqa: F401  (registers the music models)
-
     path = Path(checkpoint)
     if path.is_file() and path.suffix == ".ckpt":
         # hyper-parameters are plain data, so weights_only=True reads them without running code
@@ -86,7 +55,7 @@ def load_model_and_tokenizer(checkpoint: str | Path, device: str = "cpu") -> Loa
         meta = hparams
     elif path.is_dir() or (isinstance(checkpoint, str) and "/" not in checkpoint and not path.suffix):
         model = load_pretrained(str(checkpoint))
-        config_file = (path if path.is_dir() else None) or _pretrained_dir(str(checkpoint))
+        config_file = path if path.is_dir() else find_pretrained(str(checkpoint))
         meta = json.loads((config_file / "config.json").read_text())
         name = meta["model"]
     else:
@@ -94,37 +63,11 @@ def load_model_and_tokenizer(checkpoint: str | Path, device: str = "cpu") -> Loa
             f"--checkpoint {checkpoint}: expected a pretrained directory, a registered model name or a "
             "Lightning .ckpt file"
         )
-    tokenizer = _lookup(TOKENIZER_BUILDERS, name, "tokenizer builder")(model)
+    entry = model_entry(name)
+    if entry.tokenizer is None or entry.sampler is None:
+        raise ValueError(f"--checkpoint {checkpoint}: model {name!r} registers no tokenizer/sampler, so it cannot generate")
+    tokenizer = entry.tokenizer(model)
     return LoadedModel(name, model.to(device).eval(), tokenizer, meta)
-
-
-def _pretrained_dir(name: str) -> Path:
-    from zoo.hub import find_pretrained
-
-    return find_pretrained(name)
-
-
-def _sample_music_transformer(model: nn.Module, tokenizer: Any, primer: list[int], args: argparse.Namespace) -> list[int]:
-    device = next(model.parameters()).device
-    prompt = torch.tensor([primer], dtype=torch.long, device=device)  # (1, L0)
-    gen = torch.Generator(device=device).manual_seed(args.seed)
-    out = model.generate(
-        prompt, args.length, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-        eos_id=tokenizer.eos_id, use_cache=not args.no_cache, generator=gen,
-    )
-    return out[0].tolist()
-
-
-# prefix of the registered model name -> sampler(model, tokenizer, primer tokens, args) -> tokens
-SAMPLERS: dict[str, Callable[[nn.Module, Any, list[int], argparse.Namespace], list[int]]] = {
-    "music_transformer": _sample_music_transformer,
-}
-
-# RIPO and its baselines (ripo_*): (pitch, duration) melodies, see zoo.music.melody
-from .melody import MelodyMidiTokenizer, sample_melody  # noqa: E402
-
-TOKENIZER_BUILDERS["ripo"] = MelodyMidiTokenizer.for_model
-SAMPLERS["ripo"] = sample_melody
 
 
 def generate_tokens(loaded: LoadedModel, args: argparse.Namespace) -> list[int]:
@@ -135,69 +78,12 @@ def generate_tokens(loaded: LoadedModel, args: argparse.Namespace) -> list[int]:
     else:
         primer = [tok.bos_id]
     torch.manual_seed(args.seed)
-    return _lookup(SAMPLERS, loaded.name, "sampler")(loaded.model, tok, primer, args)
+    return model_entry(loaded.name).sampler(loaded.model, tok, primer, args)
 
 
 # ---------------------------------------------------------------------------------------------------
 # outputs
 # ---------------------------------------------------------------------------------------------------
-def save_piano_roll(pm: Any, path: str | Path, fs: int = 50) -> Path:
-    """A piano-roll PNG: one colour per track, time in seconds on x, MIDI pitch on y."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    end = max(pm.get_end_time(), 1.0)
-    fig, ax = plt.subplots(figsize=(max(6.0, min(24.0, end / 2)), 4), dpi=100)
-    colors = plt.get_cmap("tab10")
-    pitches = [n.pitch for inst in pm.instruments for n in inst.notes]
-    for i, inst in enumerate(pm.instruments):
-        for n in inst.notes:
-            ax.add_patch(plt.Rectangle((n.start, n.pitch - 0.4), n.end - n.start, 0.8, color=colors(i % 10), lw=0))
-        ax.plot([], [], color=colors(i % 10), label=inst.name or f"track {i}", lw=6)
-    lo, hi = (min(pitches) - 2, max(pitches) + 2) if pitches else (48, 84)
-    ax.set_xlim(0, end)
-    ax.set_ylim(lo, hi)
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("MIDI pitch")
-    if len(pm.instruments) > 1:
-        ax.legend(loc="upper right", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def save_wav(pm: Any, path: str | Path, sample_rate: int = 22050) -> Path:
-    """A simple preview: pretty_midi's additive sine synthesis, 16-bit mono."""
-    path = Path(path)
-    audio = pm.synthesize(fs=sample_rate)
-    peak = float(np.abs(audio).max()) if audio.size else 0.0
-    pcm = (audio / peak * 0.9 * 32767 if peak > 0 else audio).astype(np.int16)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm.tobytes())
-    return path
-
-
-def write_outputs(tokens: list[int], tokenizer: Any, out: str | Path, wav: bool = False) -> dict[str, Path]:
-    """Write ``out`` (.mid), the piano roll ``out.png`` and optionally ``out.wav``; returns the paths."""
-    out = Path(out)
-    if out.suffix.lower() not in (".mid", ".midi"):
-        raise ValueError(f"--out must end in .mid or .midi, got {out}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pm = tokenizer.tokens_to_midi(tokens)
-    pm.write(str(out))
-    paths = {"midi": out, "png": save_piano_roll(pm, out.with_suffix(".png"))}
-    if wav:
-        paths["wav"] = save_wav(pm, out.with_suffix(".wav"))
-    return paths
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m zoo.music.generate", description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True, help="registered name, pretrained dir or Lightning .ckpt")

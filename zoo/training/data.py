@@ -1,0 +1,167 @@
+"""``ZooDataModule``: the data side every task shares.
+
+A task's datamodule says how to read its dataset, nothing else::
+
+    class MyData(ZooDataModule):
+        def load_default(self) -> dict[str, Dataset]:     # offline: packaged data, or a generator
+            ...                                           # that writes the real on-disk format
+        def load_path(self, path: Path) -> dict[str, Dataset]:  # the benchmark's own files
+            ...
+
+Both return ``{"train": ..., "val": ..., "test": ...}`` (the split names everywhere). The base class
+picks one by ``path``, builds the loaders (``train`` shuffled, ``predict`` = ``test``), applies
+``limit`` through :class:`torch.utils.data.Subset` (datasets are never mutated) and refuses a
+loader over an empty split with the split's name. Also here: :func:`cache_dir`, the one place parsed data are
+cached, and :func:`safe_unpickle`, the one restricted unpickler for pickled data files.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from collections.abc import Callable, Collection
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset, Subset
+
+__all__ = ["SPLITS", "NUMPY_GLOBALS", "ZooDataModule", "cache_dir", "safe_unpickle"]
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+#: what pickled numpy arrays need: arrays, dtypes, scalars (and ``_codecs.encode`` for Python 2 bytes)
+NUMPY_GLOBALS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("numpy", "dtype"),
+        ("numpy", "ndarray"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("_codecs", "encode"),
+    }
+)
+
+
+def cache_dir(*parts: str) -> Path:
+    """``$ZOO_CACHE`` (default ``~/.cache/zoo``) joined with ``parts``: where parsed data are cached."""
+    root = os.environ.get("ZOO_CACHE") or str(Path.home() / ".cache" / "zoo")
+    return Path(root).joinpath(*parts)
+
+
+class _AllowlistUnpickler(pickle.Unpickler):
+    def __init__(self, file: Any, allowed: Collection[tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self._allowed = allowed
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._allowed:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: not in the allowlist of this data format")
+
+
+def safe_unpickle(
+    data: bytes, allowed: Collection[tuple[str, str]] = NUMPY_GLOBALS, *, source: str, encoding: str = "latin1"
+) -> Any:
+    """Unpickle ``data`` admitting only the ``(module, name)`` globals in ``allowed`` plus builtin
+    containers, so a malicious data file cannot run code. Any failure is a ValueError naming ``source``."""
+    try:
+        return _AllowlistUnpickler(io.BytesIO(data), allowed, encoding=encoding).load()
+    except Exception as err:  # corrupt pickles raise many types
+        raise ValueError(f"{source}: not a readable data pickle ({type(err).__name__}: {err})") from err
+
+
+class ZooDataModule(pl.LightningDataModule):
+    """Loaders over the ``train`` / ``val`` / ``test`` datasets a subclass reads.
+
+    Args:
+        path: the dataset on disk in its real format; ``None`` = the offline default.
+        batch_size, num_workers: DataLoader settings.
+        limit: keep only the first ``limit`` examples of each split (quick runs and tests).
+    """
+
+    #: drop the last incomplete training batch (batch statistics, mixup pairs)
+    drop_last_train: ClassVar[bool] = False
+
+    def __init__(self, path: str | None = None, batch_size: int = 32, num_workers: int = 0, limit: int | None = None) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be None or >= 1, got {limit}")
+        self.path = path
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.limit = limit
+        self.datasets: dict[str, Dataset] = {}
+
+    # ------------------------------------------------------------------ what a task writes
+    def load_default(self) -> dict[str, Dataset]:
+        """The offline default splits (``path=None``)."""
+        raise TypeError(f"{type(self).__name__} has no offline default: pass path=<the dataset on disk>")
+
+    def load_path(self, path: Path) -> dict[str, Dataset]:
+        """The splits of the dataset at ``path``, read in its real on-disk format."""
+        raise TypeError(f"{type(self).__name__} reads no dataset from a path; leave path unset")
+
+    def collate_fn(self) -> Callable[[list[Any]], Any] | None:
+        """The loaders' ``collate_fn`` (``None``: PyTorch's default)."""
+        return None
+
+    # ------------------------------------------------------------------ shared
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        if self.path is None:
+            built = self.load_default()
+        else:
+            path = Path(self.path)
+            if not path.exists():
+                raise ValueError(f"{type(self).__name__}: data path {str(path)!r} does not exist")
+            built = self.load_path(path)
+        if set(built) != set(SPLITS):
+            raise ValueError(f"{type(self).__name__} built splits {sorted(built)}, expected {list(SPLITS)}")
+        self.datasets = built
+
+    def dataset(self, split: str) -> Dataset:
+        """The ``split`` dataset, cut to ``limit`` examples when set."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self.setup()
+        ds = self.datasets[split]
+        if self.limit is not None and len(ds) > self.limit:
+            ds = Subset(ds, range(self.limit))
+        return ds
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        ds = self.dataset(split)
+        if len(ds) == 0:
+            raise ValueError(
+                f"{type(self).__name__}: the {split} split of {self.path or 'the default data'} is empty; "
+                "use more data or other split sizes"
+            )
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn(),
+            drop_last=shuffle and self.drop_last_train and len(ds) > self.batch_size,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
