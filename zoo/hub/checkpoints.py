@@ -66,16 +66,29 @@ OFFICIAL_ALLOWLIST: tuple[Any, ...] = (
 
 def _torch_load(path: Path, allowed: Iterable[Any] = ()) -> Any:
     """``torch.load(weights_only=True)`` with the zoo's plain-data classes and ``allowed`` admitted."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK") or head.startswith(b"\x80")):  # torch's zip format, or a legacy pickle
+        raise ValueError(f"{path}: not a torch checkpoint (neither a zip archive nor a pickle)")
     try:
         with torch.serialization.safe_globals([*_safe_globals(), *allowed]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise ValueError(
             f"{path}: refused by torch.load(weights_only=True): the file holds objects other than tensors "
-            f"and plain containers, and loading it could run arbitrary code. Details: {err}"
+            f"and plain containers, and loading it could run arbitrary code. Details: {_first_error_line(err)}"
         ) from err
     except (RuntimeError, EOFError, OSError) as err:
         raise ValueError(f"{path}: not a readable torch checkpoint ({err})") from err
+
+
+def _first_error_line(err: BaseException) -> str:
+    """The informative line of torch's long weights_only message (the WeightsUnpickler error)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    for i, ln in enumerate(lines):
+        if ln.startswith("WeightsUnpickler error") and i + 1 < len(lines):
+            return lines[i + 1]
+    return lines[0] if lines else type(err).__name__
 
 
 def _checked_file(path: str | os.PathLike[str]) -> Path:
@@ -254,12 +267,30 @@ def _shape(t: Tensor) -> str:
     return str(tuple(t.shape))
 
 
+def _value_problems(expected: Mapping[str, Tensor], state_dict: Mapping[str, Tensor]) -> list[str]:
+    """Keys whose checkpoint tensor holds NaN/inf, or an integer/bool tensor where the model has floats."""
+    wrong_dtype, nonfinite = [], []
+    for key, value in state_dict.items():
+        own = expected.get(key)
+        if own is None or not isinstance(value, Tensor):
+            continue
+        if own.is_floating_point() and not (value.is_floating_point() or value.is_complex()):
+            wrong_dtype.append(f"{key}: checkpoint {value.dtype} vs model {own.dtype}")
+        elif value.is_floating_point() and value.numel() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            nonfinite.append(f"{key}: {bad} of {value.numel()} values are NaN or inf")
+    return _format_list("tensor of the wrong kind", "tensors of the wrong kind", wrong_dtype) + _format_list(
+        "non-finite tensor", "non-finite tensors", nonfinite
+    )
+
+
 def load_state_dict_strict(
     module: nn.Module,
     state_dict: Mapping[str, Tensor],
     *,
     source: str,
     strict: bool = True,
+    allow_nonfinite: bool = False,
 ) -> None:
     """Load ``state_dict`` into ``module``, raising :class:`CheckpointMismatchError` on any difference.
 
@@ -267,8 +298,19 @@ def load_state_dict_strict(
     unexpected keys and every shape mismatch as ``key: checkpoint (a, b) vs model (c, d)``.
     ``strict=False`` (only for callers that document why) turns missing/unexpected keys into
     a warning with the same report; shape mismatches still raise.
+
+    Values are checked too: a tensor with NaN/inf, or an integer/bool tensor where the model has
+    floats, is an error naming the keys. ``allow_nonfinite=True`` is the opt-out for people who
+    know why their weights hold inf (e.g. masks stored as parameters).
     """
     expected = module.state_dict()
+    if not allow_nonfinite:
+        problems = _value_problems(expected, state_dict)
+        if problems:
+            raise CheckpointMismatchError(
+                "\n".join([f"checkpoint {source} holds values {type(module).__name__} cannot use:", *problems,
+                           "(pass allow_nonfinite=True to load them anyway)"])
+            )
     lines, mismatched = _mismatch_lines(expected, state_dict)
     if lines:
         header = f"checkpoint {source} does not match {type(module).__name__}:"

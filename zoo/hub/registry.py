@@ -30,7 +30,10 @@ import difflib
 import fnmatch
 import functools
 import importlib
+import math
 import re
+import types
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -187,8 +190,12 @@ def register_family(
         if not dataclasses.is_dataclass(config) or isinstance(config, type):
             raise ValueError(f"register_family: configs[{name!r}] must be a config dataclass instance, got {config!r}")
 
-        def fn(_config: Any = config, **overrides: Any) -> nn.Module:
-            return build(dataclasses.replace(_config, **overrides))
+        def fn(_config: Any = config, _name: str = name, **overrides: Any) -> nn.Module:
+            try:
+                variant = dataclasses.replace(_config, **overrides)
+            except (TypeError, ValueError) as err:  # the config's own __post_init__ checks
+                raise ValueError(f"create_model({_name!r}): invalid config: {err}") from None
+            return build(variant)
 
         fn.__module__ = module
         fn.__name__ = name
@@ -267,3 +274,79 @@ def _check_overrides(name: str, config_cls: type | None, overrides: Mapping[str,
             f"create_model({name!r}): unknown config override {', '.join(parts)}; "
             f"{config_cls.__name__} fields are: {', '.join(fields)}"
         )
+    hints = _hints(config_cls)
+    problems = [p for key, value in overrides.items() if (p := _value_problem(key, value, hints.get(key, Any)))]
+    if problems:
+        raise ValueError(f"create_model({name!r}): " + "; ".join(problems))
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    from .config import field_hints
+
+    return field_hints(cls)
+
+
+_DROPOUT_WORDS = ("dropout", "drop_rate", "drop_path_rate")
+
+
+def _value_problem(key: str, value: Any, hint: Any) -> str | None:
+    """Why ``value`` does not fit the field ``key: hint`` (type, or an impossible number), or None."""
+    if not _matches(value, hint):
+        return f"{key}={value!r} is not of type {_describe(hint)}"
+    for number in _numbers(value):
+        if isinstance(number, float) and not math.isfinite(number):
+            return f"{key}={value!r} must be finite"
+        if isinstance(number, int) and number < 0:
+            return f"{key}={value!r} must not be negative"
+        if any(w in key for w in _DROPOUT_WORDS) and not 0 <= number < 1:
+            return f"{key}={value!r} must lie in [0, 1)"
+    return None
+
+
+def _numbers(value: Any) -> list[int | float]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, (int, float)):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [n for v in value for n in _numbers(v)]
+    return []
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is tuple or origin is tuple:
+        if not isinstance(value, (tuple, list)):
+            return False
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return not args or (len(args) == len(value) and all(_matches(v, a) for v, a in zip(value, args)))
+    if origin is list:
+        (arg,) = typing.get_args(hint) or (Any,)
+        return isinstance(value, list) and all(_matches(v, arg) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True  # a hint we do not interpret: the config's own checks decide
+
+
+def _describe(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

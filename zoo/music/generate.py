@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from zoo.hub import create_model, find_pretrained, load_pretrained, load_weights_into, model_entry
+from zoo.training.sampling import check_sampling
 
 from .midi import write_outputs
 
@@ -45,8 +46,10 @@ def load_model_and_tokenizer(checkpoint: str | Path, device: str = "cpu") -> Loa
     path = Path(checkpoint)
     if path.is_file() and path.suffix == ".ckpt":
         # hyper-parameters are plain data, so weights_only=True reads them without running code
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-        hparams = dict(ckpt.get("hyper_parameters") or {})
+        from zoo.hub.checkpoints import _torch_load
+
+        ckpt = _torch_load(path)
+        hparams = dict(ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
         name = hparams.get("model_name")
         if not isinstance(name, str):
             raise ValueError(f"{path}: no 'model_name' hyper-parameter; was it written by zoo.music.train?")
@@ -107,6 +110,9 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     args = build_parser().parse_args(argv)
     if args.length < 1:
         raise ValueError(f"--length must be >= 1, got {args.length}")
+    check_sampling(args.temperature, args.top_k, args.top_p)  # before the model loads
+    if Path(args.out).suffix.lower() not in (".mid", ".midi"):
+        raise ValueError(f"--out must end in .mid or .midi, got {args.out}")
     loaded = load_model_and_tokenizer(args.checkpoint, device=args.device)
     threads = torch.get_num_threads()
     if args.device == "cpu" and args.threads > 0:
@@ -123,4 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as err:  # bad arguments or files: one line naming them, no traceback
+        raise SystemExit(f"python -m zoo.music.generate: error: {err}") from None

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+from .callbacks import FiniteCheck, ResumeState, ZooCheckpoint
 
 __all__ = ["ZooCLI"]
 
@@ -31,12 +35,43 @@ def _next_version(experiment_dir: Path) -> int:
 
 
 def _run_version(experiment_dir: Path) -> int:
+    """The run's ``version_N``, reserved atomically: the directory is created with ``exist_ok=False``,
+    so of several runs started at once each gets its own (a lost race moves on to the next number)."""
     worker = int(os.environ.get("LOCAL_RANK", "0") or 0) > 0 or int(os.environ.get("NODE_RANK", "0") or 0) > 0
     if worker and os.environ.get(_VERSION_ENV, "").isdigit():
         return int(os.environ[_VERSION_ENV])
+    experiment_dir.mkdir(parents=True, exist_ok=True)
     version = _next_version(experiment_dir)
+    while True:
+        try:
+            (experiment_dir / f"version_{version}").mkdir()
+            break
+        except FileExistsError:
+            version += 1
     os.environ[_VERSION_ENV] = str(version)
     return version
+
+
+#: where ``--ckpt_path`` hyper-parameters may point ``_class_path``: the zoo's own classes, plus the
+#: prefixes a user lists in ``$ZOO_ALLOWED_CLASS_PATHS`` (comma-separated)
+_ALLOWED_CLASS_PREFIXES = ("zoo.",)
+
+
+def _allowed_class_path(path: str) -> bool:
+    extra = tuple(p.strip() for p in os.environ.get("ZOO_ALLOWED_CLASS_PATHS", "").split(",") if p.strip())
+    return isinstance(path, str) and path.startswith(_ALLOWED_CLASS_PREFIXES + extra)
+
+
+def _install_sigterm_as_interrupt() -> Any:
+    """SIGTERM (a scheduler, ``kill``) ends the run like Ctrl-C: Lightning's graceful shutdown, during
+    which :class:`~zoo.training.callbacks.ZooCheckpoint` writes ``last.ckpt``."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"received signal {signum}")
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 class _RunCSVLogger(CSVLogger):
@@ -118,6 +153,33 @@ class ZooCLI(LightningCLI):
             load_from_checkpoint_support=load_from_checkpoint_support,
         )
 
+    def _parse_ckpt_path(self) -> None:
+        """``--ckpt_path`` hyper-parameters name the module class (``_class_path``); only the zoo's own
+        classes (and ``$ZOO_ALLOWED_CLASS_PATHS``) are imported from there, so a data file cannot make
+        the CLI import arbitrary code."""
+        subcommand = self.config.get("subcommand") if hasattr(self, "config") else None
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            from zoo.hub.checkpoints import _torch_load
+
+            ckpt = _torch_load(Path(ckpt_path))
+            hparams = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
+            class_path = hparams.get("_class_path") if isinstance(hparams, dict) else None
+            if class_path is not None and not _allowed_class_path(class_path):
+                raise ValueError(
+                    f"--ckpt_path {ckpt_path}: its hyper-parameters name the class {class_path!r}, which is not one "
+                    "of the zoo's (zoo.*); importing it could run code from outside the zoo. If you trust it, "
+                    "add its module prefix to $ZOO_ALLOWED_CLASS_PATHS"
+                )
+        super()._parse_ckpt_path()
+
+    def before_fit(self) -> None:
+        self._previous_sigterm = _install_sigterm_as_interrupt()
+
+    def after_fit(self) -> None:
+        if getattr(self, "_previous_sigterm", None) is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
             "--name",
@@ -144,12 +206,16 @@ class ZooCLI(LightningCLI):
             if isinstance(monitor, str) and monitor:
                 mode = getattr(self.model, "monitor_mode", "min")
                 added.append(
-                    ModelCheckpoint(
+                    ZooCheckpoint(
                         monitor=monitor, mode=mode, save_top_k=1, save_last=True, filename="best-{epoch}-{step}"
                     )
                 )
             else:
-                added.append(ModelCheckpoint(save_top_k=1, save_last=True))
+                added.append(ZooCheckpoint(save_top_k=1, save_last=True))
+        if not any(isinstance(c, FiniteCheck) for c in callbacks):
+            added.append(FiniteCheck())
+        if not any(isinstance(c, ResumeState) for c in callbacks):
+            added.append(ResumeState())
         if logging and not any(isinstance(c, LearningRateMonitor) for c in callbacks):
             added.append(LearningRateMonitor(logging_interval="step"))
         return added
@@ -157,7 +223,8 @@ class ZooCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         logger = trainer_config.get("logger")
-        if logger is None or logger is True:
+        if (logger is None or logger is True) and not trainer_config.get("fast_dev_run"):
+            # fast_dev_run logs nothing (Lightning swaps in a dummy logger): reserve no run directory
             root = Path(trainer_config.get("default_root_dir") or "runs")
             name = self._experiment_name()
             version = _run_version(root / name)

@@ -20,14 +20,19 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import random
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader, Dataset, Subset
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-__all__ = ["SPLITS", "NUMPY_GLOBALS", "ZooDataModule", "cache_dir", "safe_unpickle"]
+__all__ = [
+    "SPLITS", "NUMPY_GLOBALS", "ZooDataModule", "ResumableSampler", "SeededDataset", "cache_dir", "safe_unpickle",
+]
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -73,6 +78,73 @@ def safe_unpickle(
         raise ValueError(f"{source}: not a readable data pickle ({type(err).__name__}: {err})") from err
 
 
+class ResumableSampler(Sampler):
+    """A shuffling sampler whose order is a function of ``(seed, epoch)`` and that can resume mid-epoch.
+
+    Yields ``(index, epoch)`` keys for :class:`SeededDataset`. Lightning calls :meth:`set_epoch` at every
+    epoch start; :meth:`skip` drops the first examples of the current epoch once (resuming after
+    ``n`` consumed examples); ``state_dict`` / ``load_state_dict`` carry ``seed`` and ``epoch``.
+    """
+
+    def __init__(self, length: int, seed: int, shuffle: bool = True) -> None:
+        self.length, self.seed, self.shuffle = length, int(seed), shuffle
+        self.epoch = 0
+        self._skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def skip(self, n: int) -> None:
+        self._skip = max(0, int(n))
+
+    def state_dict(self) -> dict[str, int]:
+        return {"seed": self.seed, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.length, generator=gen).tolist()
+        else:
+            order = list(range(self.length))
+        start, self._skip = self._skip, 0
+        return iter([(i, self.epoch) for i in order[start:]])
+
+
+class SeededDataset(Dataset):
+    """``dataset[i]`` computed under RNG states seeded by ``(seed, epoch, i)``: augmentation becomes a
+    function of the example and the epoch, independent of worker count, prefetching and resumes.
+
+    The global torch / numpy / python RNG states are restored afterwards, so the training step's own
+    randomness (dropout) sees one undisturbed stream.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, int(seed)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: Any) -> Any:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        item_seed = (self.seed * 1_000_003 + epoch) * 1_000_033 + int(index)
+        py_state, np_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(item_seed % 2**63)
+            random.seed(item_seed)
+            np.random.seed(item_seed % 2**32)
+            try:
+                return self.dataset[index]
+            finally:
+                random.setstate(py_state)
+                np.random.set_state(np_state)
+
+
 class ZooDataModule(pl.LightningDataModule):
     """Loaders over the ``train`` / ``val`` / ``test`` datasets a subclass reads.
 
@@ -98,6 +170,8 @@ class ZooDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.limit = limit
         self.datasets: dict[str, Dataset] = {}
+        self.train_sampler: ResumableSampler | None = None
+        self._resume: dict[str, int] | None = None
 
     # ------------------------------------------------------------------ what a task writes
     def load_default(self) -> dict[str, Dataset]:
@@ -127,6 +201,11 @@ class ZooDataModule(pl.LightningDataModule):
             raise ValueError(f"{type(self).__name__} built splits {sorted(built)}, expected {list(SPLITS)}")
         self.datasets = built
 
+    def resume_train_sampler(self, state: dict[str, int]) -> None:
+        """Make the next training loader continue a checkpoint's epoch: its ``seed``, ``epoch`` and the
+        ``batches_done`` already trained on (called by :class:`zoo.training.callbacks.ResumeState`)."""
+        self._resume = dict(state)
+
     def dataset(self, split: str) -> Dataset:
         """The ``split`` dataset, cut to ``limit`` examples when set."""
         if split not in SPLITS:
@@ -144,10 +223,22 @@ class ZooDataModule(pl.LightningDataModule):
                 f"{type(self).__name__}: the {split} split of {self.path or 'the default data'} is empty; "
                 "use more data or other split sizes"
             )
+        sampler = None
+        if shuffle:
+            # a seed fixed by seed_everything; stored in checkpoints by zoo.training.callbacks.ResumeState
+            seed = self.train_sampler.seed if self.train_sampler is not None else torch.initial_seed() % 2**31
+            sampler = self.train_sampler = ResumableSampler(len(ds), seed)
+            if self._resume is not None:
+                sampler.load_state_dict(self._resume)
+                done = self._resume.get("batches_done", 0) * self.batch_size
+                if done < len(ds):  # a checkpoint from the middle of an epoch: skip what it trained on
+                    sampler.skip(done)
+                self._resume = None
+            ds = SeededDataset(ds, sampler.seed)
         return DataLoader(
             ds,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=self.collate_fn(),
             drop_last=shuffle and self.drop_last_train and len(ds) > self.batch_size,

@@ -161,4 +161,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as err:  # bad arguments or files: one line naming them, no traceback
+        raise SystemExit(f"python -m zoo.music.lm.evaluate: error: {err}") from None

@@ -58,6 +58,14 @@ class MusicTransformerConfig:
     tie_embeddings: bool = True
     attention_backend: str = "auto"  # runtime only: never saved (zoo.hub.config)
 
+    def __post_init__(self) -> None:
+        if min(self.num_layers, self.d_model, self.num_heads, self.d_ff, self.max_distance, self.max_len) < 1:
+            raise ValueError(f"MusicTransformerConfig: sizes must be >= 1, got {self}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
+        if self.vocab_size < 2:
+            raise ValueError(f"vocab_size must be >= 2, got {self.vocab_size}")
+
 
 CONFIGS: dict[str, MusicTransformerConfig] = {
     # Huang et al. 2018, Table 1 (JSB Chorales, Music Transformer row): 5 layers, hidden 512,
