@@ -46,6 +46,8 @@ NUMPY_GLOBALS: frozenset[tuple[str, str]] = frozenset(
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("_codecs", "encode"),
+        ("__builtin__", "bytes"),  # Python 2 pickles write an empty byte string as a call to bytes()
+        ("builtins", "bytes"),
     }
 )
 

@@ -9,7 +9,9 @@
     * ``path`` = the JSB Chorales pickle (Boulanger-Lewandowski 2012, quarter-note grid, sets of
       pitches per step; read with a restricted unpickler that admits only numpy scalars/arrays) or
       ``Jsb16thSeparated.npz`` / ``.json`` (16th grid, four voices), or a folder holding one of them:
-      the files' own train/valid/test split.
+      the files' own train/valid/test split. Both readers check every split (a list), piece and pitch
+      (MIDI integers 0..127; -1/NaN = silence in the separated files; strings refused, never parsed)
+      before building anything: a bad file is a ValueError naming the file, split, piece and step.
     * ``representation``: ``"chorale"`` (hold tokens, :class:`ChoraleTokenizer`) or ``"jsb16th"``
       (the paper's representation, :class:`Jsb16thTokenizer`).
     * training: random transposition in ``[-transpose, transpose]`` semitones and random windows of
@@ -23,7 +25,9 @@
     * default (``path=None``): a generated folder of MIDI performances rendered from music21's chorales
       with humanized timing and velocity, then read through the same folder loader.
     * parsed notes are cached per file (``cache_dir``, keyed by path, size and mtime), so later epochs
-      and runs never re-parse MIDI; corrupt files are skipped and counted in one warning.
+      and runs never re-parse MIDI; corrupt files are skipped and counted in one warning. Notes, parsed
+      or cached, are checked (finite; pitch, velocity MIDI integers; ``0 <= start <= end``); a damaged
+      cache entry is parsed again, a MAESTRO index with a bad row is refused naming the file and row.
     * training: time-stretch x U(0.95, 1.05), transpose by U{-3..3}, random crops of ``max_len + 1``.
 """
 
@@ -70,16 +74,30 @@ def _safe_unpickle(data: bytes, source: str) -> Any:
 
 
 def _check_splits(obj: Any, source: str) -> dict:
-    """The file's ``train`` / ``valid`` / ``test`` entries, keyed by the zoo's split names."""
+    """The file's ``train`` / ``valid`` / ``test`` entries, keyed by the zoo's split names; each must be a list."""
     if not isinstance(obj, dict) or not set(FILE_SPLITS) <= set(obj):
         keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
         raise ValueError(f"{source} must hold the keys {list(FILE_SPLITS)}, got {keys}")
+    for key in FILE_SPLITS:
+        if not isinstance(obj[key], list | tuple):
+            raise ValueError(f"{source}: split {key!r} must be a list of pieces, got {type(obj[key]).__name__}")
     return {split: obj[key] for split, key in zip(SPLITS, FILE_SPLITS)}
 
 
-def _steps_to_satb(step: Sequence[Any]) -> list[int]:
+def _midi_pitch(x: Any, where: str) -> int:
+    """``x`` as a MIDI pitch 0..127: an integer (or an integral float such as ``60.0``); strings, bools refused."""
+    if isinstance(x, bool | np.bool_) or not isinstance(x, int | np.integer | float | np.floating):
+        raise ValueError(f"{where}: pitch {x!r} is a {type(x).__name__}, expected a MIDI integer 0..127")
+    if isinstance(x, float | np.floating) and not float(x).is_integer():
+        raise ValueError(f"{where}: pitch {x!r} is not an integer MIDI pitch")
+    if not 0 <= x <= 127:
+        raise ValueError(f"{where}: pitch {x!r} is outside the MIDI range 0..127")
+    return int(x)
+
+
+def _steps_to_satb(pitches: Sequence[int]) -> list[int]:
     """A set of sounding pitches -> S, A, T, B (-1 silent): highest to S, lowest to B."""
-    p = sorted((int(x) for x in step), reverse=True)
+    p = sorted(pitches, reverse=True)
     if not p:
         return [-1, -1, -1, -1]
     if len(p) == 1:
@@ -96,29 +114,84 @@ def load_jsb_pickle(path: str | Path, steps_per_entry: int = 4) -> dict[str, lis
 
     Returns the pieces per zoo split (``train`` / ``val`` / ``test``).
 
+    Checked before anything is built: each split a list of pieces, each piece a non-empty list of time
+    steps, each step a tuple/list/set of MIDI integers 0..127 (an empty step is a rest). A failure is a
+    ValueError naming the file, the file's split, the piece index and the step.
+
     The quarter-note version is expanded to 16ths (``steps_per_entry=4``); the format does not mark
     articulation, so equal consecutive pitches become one held note.
     """
     path = Path(path)
     raw = _check_splits(_safe_unpickle(path.read_bytes(), str(path)), str(path))
     out: dict[str, list[ChoraleGrid]] = {}
-    for split in SPLITS:
+    for split, key in zip(SPLITS, FILE_SPLITS):
         grids = []
         for i, piece in enumerate(raw[split]):
-            try:
-                satb = np.asarray([_steps_to_satb(s) for s in piece], dtype=np.int64).reshape(-1, 4)
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"{path}: {split} piece {i} is not a list of pitch tuples ({err})") from err
-            satb = np.repeat(satb, steps_per_entry, axis=0)  # (T * steps, 4)
+            where = f"{path}: split {key!r} piece {i}"
+            if not isinstance(piece, list | tuple) or not piece:
+                what = "empty" if isinstance(piece, list | tuple) else f"a {type(piece).__name__}"
+                raise ValueError(f"{where} is {what}, expected a non-empty list of time steps")
+            rows = []
+            for t, step in enumerate(piece):
+                if not isinstance(step, list | tuple | set | frozenset):
+                    raise ValueError(f"{where} step {t} is a {type(step).__name__}, expected a tuple of MIDI pitches")
+                rows.append(_steps_to_satb([_midi_pitch(x, f"{where} step {t}") for x in step]))
+            satb = np.repeat(np.asarray(rows, dtype=np.int64), steps_per_entry, axis=0)  # (T * steps, 4)
             grids.append(ChoraleGrid(satb, np.zeros_like(satb, dtype=bool)))
         out[split] = grids
     return out
+
+
+def _check_separated_piece(piece: Any, where: str) -> np.ndarray:
+    """A ``Jsb16thSeparated`` piece as float ``(T, 4)``, NaN = silence; values must be -1/NaN or integers 0..127."""
+    try:
+        arr = np.asarray(piece)
+    except (ValueError, TypeError) as err:  # ragged nested lists
+        raise ValueError(f"{where} is not a (T, 4) array of pitches ({err})") from None
+    if arr.dtype.kind not in "iuf":
+        kind = arr.dtype.kind
+        got = (
+            "strings" if kind in "SU" else "booleans" if kind == "b"
+            else f"a {type(piece).__name__}" if arr.ndim == 0 else f"mixed values (dtype {arr.dtype})"
+        )
+        raise ValueError(f"{where} must be a (T, 4) array of numbers (MIDI pitches, -1 or NaN = silence), got {got}")
+    if arr.ndim != 2 or arr.shape[1] != 4 or not len(arr):
+        raise ValueError(f"{where} has shape {arr.shape}, expected (T, 4) with T >= 1")
+    arr = arr.astype(np.float64)
+    silent = np.isnan(arr) | (arr == -1)
+    bad = ~silent & ((arr < 0) | (arr > 127) | (arr != np.round(arr)))
+    if bad.any():
+        t, v = (int(x) for x in np.argwhere(bad)[0])
+        raise ValueError(f"{where} step {t} voice {v}: {arr[t, v]} is not -1/NaN or a MIDI integer 0..127")
+    return np.where(silent, np.nan, arr)
+
+
+def _read_npy_member(z: zipfile.ZipFile, name: str, source: str) -> Any:
+    """One ``.npy`` of an ``.npz``: plain arrays from their header, object arrays by the numpy-only unpickler."""
+    with z.open(name) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            fmt = np.lib.format
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, fortran_order, dtype = read_header(f)
+        except ValueError as err:
+            raise ValueError(f"{source}: not a .npy array ({err})") from err
+        body = f.read()
+    if dtype.hasobject:
+        return _safe_unpickle(body, source)
+    try:
+        return np.frombuffer(body, dtype=dtype).reshape(shape, order="F" if fortran_order else "C")
+    except ValueError as err:  # truncated member
+        raise ValueError(f"{source}: array data does not match its header {shape} {dtype} ({err})") from err
 
 
 def load_jsb_separated(path: str | Path) -> dict[str, list[np.ndarray]]:
     """``Jsb16thSeparated.npz`` (object arrays read by a numpy-only unpickler) or ``.json`` (-1 = silent).
 
     Returns ``(T, 4)`` float arrays with NaN for silence, per zoo split (the file's ``valid`` is ``val``).
+    Each split must be a list (json) / array (npz) of pieces, each piece ``(T, 4)`` of -1/NaN or MIDI
+    integers 0..127; strings are refused, not parsed. A failure is a ValueError naming the file, the
+    split and the piece (and the step and voice of a bad value).
     """
     path = Path(path)
     if path.suffix == ".json":
@@ -126,37 +199,29 @@ def load_jsb_separated(path: str | Path) -> dict[str, list[np.ndarray]]:
             raw = _check_splits(json.loads(path.read_text()), str(path))
         except json.JSONDecodeError as err:
             raise ValueError(f"{path} is not valid JSON: {err}") from err
-        conv = {s: [np.asarray(p, dtype=np.float64) for p in raw[s]] for s in SPLITS}
-        for s in SPLITS:
-            conv[s] = [np.where(a < 0, np.nan, a) for a in conv[s]]
+        splits = {s: (key, raw[s]) for s, key in zip(SPLITS, FILE_SPLITS)}
     elif path.suffix == ".npz":
-        conv = {}
+        splits = {}
         try:
             with zipfile.ZipFile(path) as z:
                 for s, key in zip(SPLITS, FILE_SPLITS):
                     if f"{key}.npy" not in z.namelist():
                         raise ValueError(f"{path} has no array {key!r}; expected {list(FILE_SPLITS)}")
-                    with z.open(f"{key}.npy") as f:
-                        version = np.lib.format.read_magic(f)
-                        if version == (1, 0):
-                            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-                        else:
-                            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-                        body = f.read()
-                    if dtype.hasobject:
-                        arr = _safe_unpickle(body, f"{path}:{key}.npy")
-                    else:
-                        arr = np.frombuffer(body, dtype=dtype).reshape(shape)
-                    conv[s] = [np.asarray(a, dtype=np.float64) for a in arr]
+                    arr = _read_npy_member(z, f"{key}.npy", f"{path}:{key}.npy")
+                    if not isinstance(arr, np.ndarray) or arr.ndim not in (1, 3):
+                        what = f"shape {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
+                        raise ValueError(
+                            f"{path}: split {key!r} must be an object array of pieces or a (P, T, 4) array, got {what}"
+                        )
+                    splits[s] = (key, list(arr))
         except zipfile.BadZipFile as err:
             raise ValueError(f"{path} is not a valid .npz archive: {err}") from err
     else:
         raise ValueError(f"{path}: expected a Jsb16thSeparated .npz or .json file")
-    for s in SPLITS:
-        for i, a in enumerate(conv[s]):
-            if a.ndim != 2 or a.shape[1] != 4:
-                raise ValueError(f"{path}: {s} piece {i} has shape {a.shape}, expected (T, 4)")
-    return conv
+    return {
+        s: [_check_separated_piece(p, f"{path}: split {key!r} piece {i}") for i, p in enumerate(pieces)]
+        for s, (key, pieces) in splits.items()
+    }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -458,14 +523,22 @@ def _maestro_index(root: Path) -> list[tuple[str, str]] | None:
             raise ValueError(f"{meta} is not valid JSON: {err}") from err
         if isinstance(data, dict) and "split" in data and "midi_filename" in data:
             # column-oriented: {"split": {"0": "train", ...}, "midi_filename": {"0": "...", ...}}
-            rows = [(data["midi_filename"][k], data["split"][k]) for k in data["split"]]
+            split_col, file_col = data["split"], data["midi_filename"]
+            if not isinstance(split_col, dict) or not isinstance(file_col, dict) or set(split_col) != set(file_col):
+                raise ValueError(f"{meta}: columns 'split' and 'midi_filename' must be dicts over the same row keys")
+            rows = [(file_col[k], split_col[k]) for k in split_col]
         elif isinstance(data, list):
+            for i, r in enumerate(data):
+                if not isinstance(r, dict) or not {"split", "midi_filename"} <= set(r):
+                    raise ValueError(f"{meta}: row {i} must be an object with 'split' and 'midi_filename'")
             rows = [(r["midi_filename"], r["split"]) for r in data]
         else:
             raise ValueError(f"{meta} must hold 'split' and 'midi_filename' columns")
     names = {"train": "train", "validation": "val", "valid": "val", "test": "test"}
     out = []
-    for rel, split in rows:
+    for i, (rel, split) in enumerate(rows):
+        if not isinstance(rel, str) or not rel:
+            raise ValueError(f"{meta}: row {i} has midi_filename {rel!r}, expected a relative path")
         if split not in names:
             raise ValueError(f"{meta}: unknown split {split!r} for {rel}; expected train/validation/test")
         out.append((rel, names[split]))
@@ -474,6 +547,31 @@ def _maestro_index(root: Path) -> list[tuple[str, str]] | None:
 
 def _notes_to_array(notes: Sequence[Note]) -> np.ndarray:
     return np.asarray([[n.pitch, n.velocity, n.start, n.end] for n in notes], dtype=np.float64).reshape(-1, 4)
+
+
+def _check_notes(arr: Any, source: str) -> np.ndarray:
+    """Notes ``(N, 4)`` = pitch, velocity, start, end (s): finite, pitch and velocity integers 0..127,
+    ``0 <= start <= end``; else a ValueError naming ``source``, the note and the field."""
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f" or arr.ndim != 2 or arr.shape[1] != 4:
+        what = f"{arr.dtype} {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
+        raise ValueError(f"{source}: notes must be a float (N, 4) array (pitch, velocity, start, end), got {what}")
+    def not_midi(x: np.ndarray) -> np.ndarray:
+        return (x < 0) | (x > 127) | (x != np.round(x))
+
+    finite = np.isfinite(arr).all(axis=1)
+    pitch, velocity, start, end = np.where(finite[:, None], arr, 0).T
+    checks = (
+        ("a non-finite value", ~finite),
+        ("pitch outside the MIDI integers 0..127", not_midi(pitch)),
+        ("velocity outside the MIDI integers 0..127", not_midi(velocity)),
+        ("start < 0", start < 0),
+        ("end before start", end < start),
+    )
+    for problem, bad in checks:
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{source}: note {i} {arr[i].tolist()} has {problem}")
+    return arr
 
 
 def _array_to_notes(arr: np.ndarray) -> list[Note]:
@@ -571,12 +669,16 @@ class PerformanceDataModule(_TokenDataModule):
         cache_file = self.cache_dir / "notes" / f"{key}.npy"
         bad_marker = cache_file.with_suffix(".bad")
         if cache_file.is_file():
-            return np.load(cache_file, allow_pickle=False)
+            try:
+                return _check_notes(np.load(cache_file, allow_pickle=False), str(cache_file))
+            except (ValueError, OSError, EOFError) as err:  # a damaged cache is re-derived, never trained on
+                log.warning("%s (note cache of %s) is damaged (%s); parsing the MIDI file again", cache_file, path, err)
+                cache_file.unlink(missing_ok=True)
         if bad_marker.is_file():  # known corrupt: do not parse it again either
             raise ValueError(f"{path} is not a readable MIDI file (cached verdict)")
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         try:
-            arr = _notes_to_array(self.tokenizer.notes_from_midi(path))
+            arr = _check_notes(_notes_to_array(self.tokenizer.notes_from_midi(path)), str(path))
         except ValueError:
             bad_marker.touch()
             raise
@@ -602,22 +704,25 @@ class PerformanceDataModule(_TokenDataModule):
     def load_path(self, path: Path) -> dict[str, Dataset]:
         self.files = self.list_files(path)
         self.skipped = []
+        reasons: list[str] = []
         pieces: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
         for split, paths in self.files.items():
             for p in paths:
                 try:
                     arr = self._cached_notes(p)
-                except (ValueError, OSError):
+                except (ValueError, OSError) as err:  # the messages name the file
                     self.skipped.append(str(p))
+                    reasons.append(str(err))
                     continue
                 if len(arr) == 0:
                     self.skipped.append(str(p))
+                    reasons.append(f"{p} holds no notes")
                     continue
                 pieces[split].append(arr)
         if self.skipped:
             log.warning(
-                "PerformanceDataModule: skipped %d unreadable or empty MIDI files (first: %s)",
-                len(self.skipped), self.skipped[0],
+                "PerformanceDataModule: skipped %d unreadable or empty MIDI files of %d; first: %s",
+                len(self.skipped), sum(len(f) for f in self.files.values()), "; ".join(reasons[:3]),
             )
         for s in SPLITS:
             if not pieces[s]:

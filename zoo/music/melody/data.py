@@ -5,7 +5,9 @@ Sources:
 * default -- the monophonic folk melodies bundled with music21 (the Essen folksong collection and
   Ryan's Mammoth Collection, ABC files): parsed once, cached as ``.npz`` in ``cache_dir``;
 * ``path`` -- any folder of MIDI / MusicXML / ABC files (recursively); ``melody_part`` picks the
-  part holding the melody. Unparseable files are skipped and reported in one warning.
+  part holding the melody. Unparseable files, and files whose tokens fall outside the vocabulary
+  (pitch ``1 .. 130``, duration ``1 .. max_steps``; 0 is padding), are skipped and reported in one
+  warning. The cache is checked the same way when read; a damaged one is parsed again.
 
 Splits are deterministic: a melody goes to train / val / test by a hash of its source name, so
 adding files never moves existing melodies between splits. The vocabulary is
@@ -18,6 +20,7 @@ import hashlib
 import json
 import os
 import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -57,6 +60,34 @@ def _source_files(path: str | None, collections: Sequence[str], max_files: int |
     return (files[:max_files] if max_files else files), desc
 
 
+def _check_tokens(tokens: object, tok: MelodyTokenizer, where: str) -> np.ndarray:
+    """``tokens`` as int64 ``(N, 2)``, N >= 2, pitch in ``[1, pitch_vocab)``, duration in ``[1, duration_vocab)``."""
+    arr = np.asarray(tokens)
+    if arr.dtype.kind not in "iu" or arr.ndim != 2 or arr.shape[1] != 2 or len(arr) < 2:
+        raise ValueError(f"{where}: tokens must be integer (N >= 2, 2), got {arr.dtype} {arr.shape}")
+    for col, field, vocab in ((0, "pitch", tok.pitch_vocab), (1, "duration", tok.duration_vocab)):
+        bad = (arr[:, col] < 1) | (arr[:, col] >= vocab)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{where}: token {i} has {field} {int(arr[i, col])}, outside 1..{vocab - 1}")
+    return arr.astype(np.int64)
+
+
+def _read_cache(cache_file: Path, tok: MelodyTokenizer) -> list[tuple[str, np.ndarray]] | None:
+    """The cached melodies, checked like fresh ones; None (and a warning) when the cache is damaged."""
+    try:
+        with np.load(cache_file, allow_pickle=False) as z:
+            names, lengths, flat = z["names"].tolist(), z["lengths"], z["tokens"]
+        if len(names) != len(lengths) or lengths.dtype.kind not in "iu" or int(lengths.sum()) != len(flat):
+            raise ValueError(f"{cache_file}: {len(names)} names, {len(lengths)} lengths, {len(flat)} tokens disagree")
+        splits = np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
+        return [(n, _check_tokens(t, tok, f"{cache_file} melody {n!r}")) for n, t in zip(names, splits)]
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        warnings.warn(f"MelodyDataModule: damaged melody cache ({err}); parsing the files again", stacklevel=3)
+        cache_file.unlink(missing_ok=True)
+        return None
+
+
 def load_melodies(
     path: str | None = None,
     *,
@@ -84,10 +115,9 @@ def load_melodies(
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir("music")
     cache_file = cache / f"melodies_{key}.npz"
     if cache_file.exists():
-        with np.load(cache_file, allow_pickle=False) as z:
-            names, lengths, flat = z["names"].tolist(), z["lengths"], z["tokens"]
-        splits = np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
-        return list(zip(names, splits))
+        cached = _read_cache(cache_file, tok)
+        if cached is not None:
+            return cached
 
     melodies: list[tuple[str, np.ndarray]] = []
     failures: list[str] = []
@@ -97,14 +127,15 @@ def load_melodies(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # music21 warns per odd ABC header; failures are counted below
                 tunes = parse_melody_file(f, tok, melody_part)
-        except Exception as err:  # any parser error: skip the file, count it
-            failures.append(f"{rel} ({type(err).__name__}: {str(err)[:80]})")
+            tunes = [_check_tokens(t, tok, f"{rel} melody {i}") for i, t in enumerate(tunes)]
+        except Exception as err:  # any parser error or out-of-vocabulary token: skip the file, count it
+            failures.append(f"{rel} ({type(err).__name__}: {str(err)[:120]})")
             continue
         melodies += [(f"{rel}#{i}", t) for i, t in enumerate(tunes)]
     if failures:
         warnings.warn(
             f"MelodyDataModule: skipped {len(failures)} of {len(files)} files under {desc} that could not be "
-            f"parsed into a melody; first: {failures[0]}",
+            f"parsed into a melody; first: {'; '.join(failures[:3])}",
             stacklevel=2,
         )
     if not melodies:
