@@ -7,7 +7,8 @@
 where each position term ``t`` contributes in the fastest form the chosen backend can use
 (see :mod:`zoo.core_attention.positions.base`):
 
-* ``reference`` -- materializes the (B, H, Lq, Lk) logits in plain PyTorch. Exact; the yardstick.
+* ``reference`` -- materializes the (B, H, Lq, Lk) logits in plain PyTorch. Exact; the yardstick:
+                  half-precision inputs are computed in float32 and rounded once, at the end.
 * ``sdpa``      -- ``F.scaled_dot_product_attention``: q/k transforms and extra q/k feature columns
                   keep it on FlashAttention/efficient kernels; other terms become a float mask.
 * ``flex``      -- FlexAttention with the terms' ``score_mod``s (bias tables stay small and are
@@ -18,6 +19,10 @@ where each position term ``t`` contributes in the fastest form the chosen backen
 * ``auto``      -- triton on CUDA where a kernel covers the term; sdpa where the terms reduce to
                   plain attention (or, on CUDA, to a float mask); flex on CUDA for bias-table terms;
                   the reference otherwise (CPU training with bias terms included).
+
+Every call is checked against one input contract (:func:`_check_inputs`) before a backend is chosen,
+so all backends take the same calls or refuse them with the same ``ValueError``; empty calls (no
+batch, query or key) are answered by the reference whatever the backend.
 
 Each term's :class:`PositionContext` is built once per call and shared by the selection and the
 backend. A backend forced by name is checked against the terms before anything runs
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -42,7 +48,7 @@ from torch import Tensor
 from .kernels import Kernel, KernelCall, get_kernel
 from .positions.base import BoundPosition, PositionContext, PositionTerm, as_bound_terms
 
-__all__ = ["attention", "BACKENDS", "check_backend", "select_backend", "supported_backends"]
+__all__ = ["attention", "BACKENDS", "FLOAT_DTYPES", "check_backend", "select_backend", "supported_backends"]
 
 BACKENDS = ("auto", "reference", "sdpa", "flex", "triton")
 
@@ -50,12 +56,41 @@ PositionArg = PositionTerm | BoundPosition | Sequence[PositionTerm | BoundPositi
 
 
 # ----------------------------------------------------------------------------- validation
-def _check_inputs(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, backend: str, dropout_p: float) -> None:
+#: the dtypes attention() takes; q, k and v share one
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _check_inputs(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, scale: float | None, dropout_p: float,
+    backend: str,
+) -> None:
+    """The input contract of :func:`attention`, checked once, before any backend is chosen or run.
+
+    Every backend sees only calls that pass it, so a call the reference takes is taken (and agreed
+    on) by every backend that has the capability, and a call it refuses is refused by all of them
+    with this one ``ValueError``:
+
+    * ``q (B, H, Lq, D)``, ``k (B, Hkv, Lk, D)``, ``v (B, Hkv, Lk, Dv)``: tensors of one floating dtype
+      (:data:`FLOAT_DTYPES`) on one device; ``H, Hkv, D, Dv >= 1`` with ``H % Hkv == 0``;
+      ``B, Lq, Lk >= 0`` (an empty call, see :func:`_is_empty`, is answered by the reference on every
+      backend). ``v`` may have its own head dim ``Dv``: the output is ``(B, H, Lq, Dv)``.
+    * ``mask``: a bool tensor on q's device, at most 4-D, broadcastable to ``(B, H, Lq, Lk)``.
+    * ``causal`` a bool; ``scale`` None or a finite nonzero real; ``dropout_p`` a real in ``[0, 1)``.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, Tensor):
+            raise ValueError(f"{name} must be a tensor of shape (B, H, L, D), got {type(t).__name__}")
         if t.dim() != 4:
             raise ValueError(f"{name} must have shape (B, H, L, D), got {tuple(t.shape)}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"q, k, v must share one dtype, got q {q.dtype}, k {k.dtype}, v {v.dtype}")
+    if q.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"q, k, v must have a floating dtype among {FLOAT_DTYPES}, got {q.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k, v must be on one device, got q {q.device}, k {k.device}, v {v.device}")
     b, h, _, d = q.shape
     if k.shape[0] != b or v.shape[0] != b:
         raise ValueError(f"batch sizes differ: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
@@ -63,16 +98,35 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, backend:
         raise ValueError(f"k and v must have the same heads and length, got {tuple(k.shape)} and {tuple(v.shape)}")
     if k.shape[-1] != d:
         raise ValueError(f"q and k head dims differ: q {tuple(q.shape)}, k {tuple(k.shape)}")
+    if min(h, k.shape[1], d, v.shape[-1]) < 1:
+        raise ValueError(
+            f"heads and head dims must be positive: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
     if h % k.shape[1]:
         raise ValueError(f"query heads ({h}) must be a multiple of key/value heads ({k.shape[1]}): q {tuple(q.shape)}, k {tuple(k.shape)}")
     if mask is not None:
-        if mask.dtype != torch.bool:
-            raise ValueError(f"mask must be boolean (True = attend), got {mask.dtype}")
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+            got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+            raise ValueError(f"mask must be boolean (True = attend), got {got}")
         target = (b, h, q.shape[2], k.shape[2])
         if mask.dim() > 4 or any(m not in (1, t) for m, t in zip(mask.shape[::-1], target[::-1])):
             raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to (B, H, Lq, Lk) = {target}")
-    if not 0.0 <= dropout_p < 1.0:
-        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+        if mask.device != q.device:
+            raise ValueError(f"mask must be on q's device {q.device}, got {mask.device}")
+    if not isinstance(causal, bool):
+        raise ValueError(f"causal must be a bool, got {type(causal).__name__}")
+    if scale is not None and (
+        isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale) or scale == 0
+    ):
+        # zero is refused too: it erases q k^T, and feature forms (causal ALiBi) divide by the scale
+        raise ValueError(f"scale must be None or a finite, nonzero real number, got {scale!r}")
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, numbers.Real) or not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p!r}")
+
+
+def _is_empty(q: Tensor, k: Tensor) -> bool:
+    """No batch, no query or no key: nothing for a fused kernel to do."""
+    return q.shape[0] == 0 or q.shape[2] == 0 or k.shape[2] == 0
 
 
 def _expand_kv(x: Tensor, heads: int) -> Tensor:
@@ -99,6 +153,8 @@ def _empty_rows(mask: Tensor | None, causal: bool, lq: int, lk: int, device: tor
     Computed without building a mask larger than the caller's: for a key-padding mask (``Lq`` dim 1)
     under causality, a row is empty when the first attended key lies after its last visible one.
     """
+    if lk == 0:  # no key at all: every query is empty (and there is nothing to reduce over)
+        return torch.ones(lq, 1, dtype=torch.bool, device=device)
     if mask is None:
         if causal and lq > lk:  # the first Lq - Lk queries precede every key
             return (torch.arange(lq, device=device) + (lk - lq) < 0)[:, None]
@@ -187,6 +243,12 @@ def check_backend(backend: str, terms: Sequence[PositionTerm]) -> None:
 
 # ----------------------------------------------------------------------------- backends
 def _reference(q, k, v, terms, ctxs, mask, causal, scale, dropout_p) -> Tensor:
+    out_dtype = q.dtype
+    if out_dtype in _HALF_DTYPES:
+        # The yardstick rounds once, at the end: in half precision q k^T overflows (fp16, large
+        # logits) or loses the low bits the softmax amplifies (bf16) before any kernel would round.
+        # So the transforms, logits, biases, softmax and probs @ v all run in float32.
+        q, k, v = q.float(), k.float(), v.float()
     h = q.shape[1]
     k, v = _expand_kv(k, h), _expand_kv(v, h)
     q, k = _transform_qk(q, k, terms, ctxs)
@@ -198,16 +260,14 @@ def _reference(q, k, v, terms, ctxs, mask, causal, scale, dropout_p) -> Tensor:
     full_mask = _combined_mask(mask, causal, q.shape[2], k.shape[2], q.device)
     if full_mask is not None:
         scores = scores.masked_fill(~full_mask, float("-inf"))
-    # half-precision logits are normalized in float32, as the fused kernels do
-    acc = torch.float32 if scores.dtype in (torch.float16, torch.bfloat16) else scores.dtype
-    probs = torch.softmax(scores.to(acc), dim=-1).to(q.dtype)  # (B, H, Lq, Lk)
+    probs = torch.softmax(scores, dim=-1)  # (B, H, Lq, Lk)
     empty = _empty_rows(mask, causal, q.shape[2], k.shape[2], q.device)
     if empty is not None:
         # a query that may attend to nothing gets a zero output instead of NaN
         probs = probs.masked_fill(empty, 0.0)
     if dropout_p > 0.0:
         probs = F.dropout(probs, p=dropout_p)
-    return probs @ v  # (B, H, Lq, D)
+    return (probs @ v).to(out_dtype)  # (B, H, Lq, Dv)
 
 
 def _features(q, k, terms, ctxs, scale) -> list[tuple[Tensor, Tensor] | None]:
@@ -215,7 +275,7 @@ def _features(q, k, terms, ctxs, scale) -> list[tuple[Tensor, Tensor] | None]:
 
 
 def _sdpa(q, k, v, terms, ctxs, mask, causal, scale, dropout_p) -> Tensor:
-    h, d = q.shape[1], q.shape[-1]
+    h, dv = q.shape[1], v.shape[-1]
     k, v = _expand_kv(k, h), _expand_kv(v, h)
     q, k = _transform_qk(q, k, terms, ctxs)
     feats = _features(q, k, terms, ctxs, scale)
@@ -232,12 +292,13 @@ def _sdpa(q, k, v, terms, ctxs, mask, causal, scale, dropout_p) -> Tensor:
     if extra_q:
         # Extra columns ride along in the dot product; pad q, k, v to a common width that is a
         # multiple of 8 so the fused kernels (which need equal, aligned head dims) stay eligible.
+        # The width covers v's own head dim too (Dv may exceed D + F); the output keeps v's Dv.
         qf = torch.cat([q, *extra_q], dim=-1)  # (B, H, Lq, D + F)
         kf = torch.cat([k, *[e.to(k.dtype) for e in extra_k]], dim=-1)  # (B, H, Lk, D + F)
-        width = 8 * math.ceil(qf.shape[-1] / 8)
-        q = F.pad(qf, (0, width - qf.shape[-1]))
-        k = F.pad(kf, (0, width - kf.shape[-1]))
-        v = F.pad(v, (0, width - d))
+        width = 8 * math.ceil(max(qf.shape[-1], dv) / 8)
+        q = F.pad(qf, (0, width - qf.shape[-1]))  # (B, H, Lq, width)
+        k = F.pad(kf, (0, width - kf.shape[-1]))  # (B, H, Lk, width)
+        v = F.pad(v, (0, width - dv))  # (B, H, Lk, width)
     lq, lk = q.shape[2], k.shape[2]
     is_causal = causal and mask is None and float_bias is None and lq == lk
     bool_mask = None if is_causal else _combined_mask(mask, causal, lq, lk, q.device)
@@ -248,11 +309,11 @@ def _sdpa(q, k, v, terms, ctxs, mask, causal, scale, dropout_p) -> Tensor:
             attn_mask = attn_mask.masked_fill(~bool_mask, float("-inf"))
     out = F.scaled_dot_product_attention(
         q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale
-    )  # (B, H, Lq, width)
+    )  # (B, H, Lq, width | Dv)
     empty = _empty_rows(mask, causal, lq, lk, q.device)
     if empty is not None:
         out = out.masked_fill(empty, 0.0)
-    return out[..., :d]
+    return out[..., :dv]  # (B, H, Lq, Dv)
 
 
 _COMPILED_FLEX: Callable | None = None
@@ -330,7 +391,7 @@ def _flex(q, k, v, terms, ctxs, mask, causal, scale, dropout_p) -> Tensor:
 
     out = _flex_fn(q.device)(
         q, k, v, score_mod=score_mod if mods else None, block_mask=block_mask, scale=scale
-    )  # (B, H, Lq, D)
+    )  # (B, H, Lq, Dv)
     empty = _empty_rows(mask, causal, lq, lk, q.device)
     return out if empty is None else out.masked_fill(empty, 0.0)
 
@@ -416,24 +477,37 @@ def attention(
 
     Args:
         q: ``(B, H, Lq, D)``.
-        k, v: ``(B, Hkv, Lk, D)`` with ``H % Hkv == 0`` (grouped KV heads).
+        k: ``(B, Hkv, Lk, D)`` with ``H % Hkv == 0`` (grouped KV heads).
+        v: ``(B, Hkv, Lk, Dv)``; ``Dv`` may differ from ``D`` (``backend="triton"`` needs them equal).
         position: a :class:`PositionTerm`, a bound term (``term.bind(q_pos=..., ...)``) or a list.
         mask: boolean, broadcastable to ``(B, H, Lq, Lk)``, True = attend.
         causal: key ``j`` attends only if ``j <= i + Lk - Lq``.
-        scale: defaults to ``1 / sqrt(D)``.
+        scale: a finite, nonzero real; defaults to ``1 / sqrt(D)``.
         dropout_p: attention-probability dropout (pass 0 in eval).
         backend: ``"auto" | "reference" | "sdpa" | "flex" | "triton"``.
 
+    q, k, v share one floating dtype and device; the full contract is :func:`_check_inputs`, and a
+    call that breaks it raises the same ``ValueError`` whatever the backend. A query with no key to
+    attend to (fully masked, ``Lk == 0``, before every key under ``causal``) outputs zeros.
+
     Returns:
-        ``(B, H, Lq, D)``.
+        ``(B, H, Lq, Dv)`` in q's dtype.
     """
-    _check_inputs(q, k, v, mask, backend, dropout_p)
+    _check_inputs(q, k, v, mask, causal, scale, dropout_p, backend)
+    if mask is not None and mask.dim() < 4:
+        # one mask layout for every backend (SDPA takes no 1-D mask; the kernel reads (B, 1, 1, Lk))
+        mask = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))  # (Bm, Hm, Lqm, Lkm), a view
     bound = as_bound_terms(position)
     terms = [b.term for b in bound]
     if backend != "auto":
         check_backend(backend, terms)
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     ctxs = _make_contexts(bound, q.shape[2], k.shape[2], causal, q.device)  # once per call, for every use
-    if backend == "auto":
+    if _is_empty(q, k):
+        # Nothing to fuse, and no fused path launches on an empty grid or reduces over no keys: every
+        # backend answers with the reference, which gives zeros for queries without keys (and still
+        # runs the terms' own checks), so all backends agree on empty calls by construction.
+        backend = "reference"
+    elif backend == "auto":
         backend = select_backend(q, k, v, bound, mask, causal, dropout_p, scale=scale, contexts=ctxs)
     return _IMPLS[backend](q, k, v, terms, ctxs, mask, causal, scale, dropout_p)

@@ -7,7 +7,7 @@ attributes it reads, which masks and positions it can take) behind two functions
 
 * ``unsupported(call) -> str | None`` -- why the op cannot run this :class:`KernelCall`, or None.
   ``auto`` asks it on every CUDA call, so it must be cheap: shape, dtype and device checks only.
-* ``run(call) -> Tensor`` -- the ``(B, H, Lq, D)`` output, called only when ``unsupported`` said None.
+* ``run(call) -> Tensor`` -- the ``(B, H, Lq, Dv)`` output, called only when ``unsupported`` said None.
 
 Each op is a folder ``kernels/<op>/``: ``triton.py`` (the fused kernel), ``reference.py`` beside it
 (the readable, exact PyTorch form the tests compare it with, forward and backward) and an
@@ -41,12 +41,13 @@ class KernelCall:
     """One :func:`zoo.core_attention.attention` call as a fused kernel sees it.
 
     Grouped KV heads arrive unexpanded so that ``unsupported`` can answer without copying them;
-    :meth:`expanded_kv` gives the ``(B, H, Lk, D)`` tensors when the op runs.
+    :meth:`expanded_kv` gives the ``(B, H, Lk, D | Dv)`` tensors when the op runs. A call reaches an
+    op only after the core's input checks: q, k, v share one floating dtype and device, none is empty.
     """
 
     q: Tensor  # (B, H, Lq, D)
     k: Tensor  # (B, Hkv, Lk, D), H % Hkv == 0
-    v: Tensor  # (B, Hkv, Lk, D)
+    v: Tensor  # (B, Hkv, Lk, Dv); Dv may differ from D (an op that needs Dv == D says so)
     term: PositionTerm  # the call's one position term; its ``kernel`` named this op
     context: PositionContext  # the term's context, built once by attention()
     mask: Tensor | None  # bool, broadcastable to (B, H, Lq, Lk), True = attend
@@ -55,7 +56,7 @@ class KernelCall:
     dropout_p: float
 
     def expanded_kv(self) -> tuple[Tensor, Tensor]:
-        """``k, v`` with grouped heads repeated to q's ``H``: ``(B, H, Lk, D)`` each."""
+        """``k, v`` with grouped heads repeated to q's ``H``: ``(B, H, Lk, D)`` and ``(B, H, Lk, Dv)``."""
         h, hkv = self.q.shape[1], self.k.shape[1]
         if h == hkv:
             return self.k, self.v

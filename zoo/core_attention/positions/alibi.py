@@ -56,8 +56,11 @@ class ALiBi(PositionTerm):
 
     def bias(self, q: Tensor, k: Tensor, ctx: PositionContext, scale: float) -> Tensor:
         self._check(q)
-        dist = (ctx.k_pos[:, None, :] - ctx.q_pos[:, :, None]).abs()  # (Bp, Lq, Lk)
-        return (-self.slopes[None, :, None, None] * dist[:, None].to(self.slopes.dtype)).to(q.dtype)  # (Bp, H, Lq, Lk)
+        # slope * distance in at least float32, rounded once to q's dtype: in half precision (the
+        # slopes of a model cast to fp16) the product would round twice and grow with the distance
+        wide = torch.promote_types(q.dtype, torch.float32)
+        dist = (ctx.k_pos[:, None, :] - ctx.q_pos[:, :, None]).abs().to(wide)  # (Bp, Lq, Lk)
+        return (-self.slopes.to(wide)[None, :, None, None] * dist[:, None]).to(q.dtype)  # (Bp, H, Lq, Lk)
 
     def has_qk_features(self, ctx: PositionContext, dtype: torch.dtype) -> bool:
         # Exact only when every attended key is at or before its query (causal), and only in
@@ -77,7 +80,7 @@ class ALiBi(PositionTerm):
 
     def score_mod(self, q: Tensor, k: Tensor, ctx: PositionContext, scale: float) -> Callable:
         self._check(q)
-        slopes = self.slopes.to(q.dtype)
+        slopes = self.slopes.to(torch.promote_types(q.dtype, torch.float32))  # flex scores are float32 (or 64)
         q_pos, k_pos = ctx.q_pos, ctx.k_pos
         per_batch = q_pos.shape[0] > 1
 

@@ -86,13 +86,16 @@ class RelativeEmbedding(PositionTerm):
     def bias(self, q: Tensor, k: Tensor, ctx: PositionContext, scale: float) -> Tensor:
         self._check(q)
         lq, lk = q.shape[-2], k.shape[-2]
-        table = self.table().to(q.dtype)  # (Ht, R, D)
-        if ctx.default_positions and lq <= lk:
-            return self._skewed(q, table, lq, lk) * scale
-        qe = q @ table.transpose(-1, -2)[None]  # (B, H, Lq, R)
+        # q . E in at least float32, scaled, then rounded once: in fp16 the unscaled dot product of
+        # large queries overflows (q x 1e4 gives inf), and it rounds like a second logit otherwise
+        wide = torch.promote_types(q.dtype, torch.float32)
+        qw, table = q.to(wide), self.table().to(wide)  # (B, H, Lq, D), (Ht, R, D)
+        if ctx.default_positions and 0 < lq <= lk:  # the skew's reshape needs a query
+            return (self._skewed(qw, table, lq, lk) * scale).to(q.dtype)
+        qe = qw @ table.transpose(-1, -2)[None]  # (B, H, Lq, R)
         idx = self.relative_index(ctx)[:, None]  # (Bp, 1, Lq, Lk)
         idx = idx.expand(q.shape[0], q.shape[1], lq, lk)  # (B, H, Lq, Lk)
-        return torch.gather(qe, -1, idx) * scale  # (B, H, Lq, Lk)
+        return (torch.gather(qe, -1, idx) * scale).to(q.dtype)  # (B, H, Lq, Lk)
 
     def _skewed(self, q: Tensor, table: Tensor, lq: int, lk: int) -> Tensor:
         """Huang et al.'s skewing for queries at positions ``Lk-Lq .. Lk-1`` and keys ``0 .. Lk-1``.
@@ -113,9 +116,13 @@ class RelativeEmbedding(PositionTerm):
         return flat.unflatten(-1, (lq, width - 1))[..., :lk]  # (B, H, Lq, Lk)
 
     def score_mod(self, q: Tensor, k: Tensor, ctx: PositionContext, scale: float) -> Callable:
-        """Flex form: ``q @ E^T`` (B, H, Lq, R) precomputed and captured, indexed per score."""
+        """Flex form: ``q @ E^T`` (B, H, Lq, R) precomputed and captured, indexed per score.
+
+        Computed and kept in at least float32 (FlexAttention's scores are float32), as in ``bias``.
+        """
         self._check(q)
-        qe = (q @ self.table().to(q.dtype).transpose(-1, -2)[None]) * scale  # (B, H, Lq, R)
+        wide = torch.promote_types(q.dtype, torch.float32)
+        qe = (q.to(wide) @ self.table().to(wide).transpose(-1, -2)[None]) * scale  # (B, H, Lq, R)
         q_pos, k_pos = ctx.q_pos.long(), ctx.k_pos.long()  # (Bp, Lq), (Bp, Lk)
         per_batch = q_pos.shape[0] > 1
         kmax, kpos_hi = self.max_distance, self.max_positive
@@ -172,14 +179,18 @@ class T5Bias(PositionTerm):
     def _buckets(self, rel: Tensor) -> Tensor:
         return t5_relative_bucket(rel, self.bidirectional, self.num_buckets, self.max_distance)
 
-    def bias(self, q: Tensor, k: Tensor, ctx: PositionContext, scale: float) -> Tensor:
+    def _check(self, q: Tensor) -> None:
         if q.shape[1] != self.num_heads:
             raise ValueError(f"T5Bias has {self.num_heads} heads but q has {q.shape[1]}")
+
+    def bias(self, q: Tensor, k: Tensor, ctx: PositionContext, scale: float) -> Tensor:
+        self._check(q)
         rel = ctx.k_pos[:, None, :] - ctx.q_pos[:, :, None]  # (Bp, Lq, Lk)
         values = self.relative_attention_bias(self._buckets(rel))  # (Bp, Lq, Lk, H)
         return values.permute(0, 3, 1, 2).to(q.dtype)  # (Bp, H, Lq, Lk)
 
     def score_mod(self, q: Tensor, k: Tensor, ctx: PositionContext, scale: float) -> Callable:
+        self._check(q)  # the same error as bias(): a wrong head count would index past the table
         rel = ctx.k_pos[:, None, :] - ctx.q_pos[:, :, None]  # (Bp, Lq, Lk)
         buckets = self._buckets(rel)  # (Bp, Lq, Lk) integer, no head dim: H times smaller than the bias
         table = self.relative_attention_bias.weight.to(q.dtype)  # (num_buckets, H)

@@ -16,14 +16,19 @@ __all__ = ["Rotary", "apply_rotary"]
 
 
 def apply_rotary(x: Tensor, pos: Tensor, inv_freq: Tensor) -> Tensor:
-    """Rotate the first ``2 * len(inv_freq)`` dims of ``x (B, H, L, D)`` at positions ``pos (Bp, L)``."""
+    """Rotate the first ``2 * len(inv_freq)`` dims of ``x (B, H, L, D)`` at positions ``pos (Bp, L)``.
+
+    The rotation runs in at least float32 and is rounded to x's dtype once: in half precision
+    ``x1 cos - x2 sin`` would round each product and the difference.
+    """
     rd = 2 * inv_freq.shape[0]
+    wide = torch.promote_types(x.dtype, torch.float32)
     angles = pos.to(torch.float32)[..., None] * inv_freq  # (Bp, L, rd/2)
-    cos = angles.cos()[:, None].to(x.dtype)  # (Bp, 1, L, rd/2)
-    sin = angles.sin()[:, None].to(x.dtype)
-    x_rot, x_pass = x[..., :rd], x[..., rd:]
+    cos = angles.cos()[:, None].to(wide)  # (Bp, 1, L, rd/2)
+    sin = angles.sin()[:, None].to(wide)
+    x_rot, x_pass = x[..., :rd].to(wide), x[..., rd:]
     x1, x2 = x_rot.chunk(2, dim=-1)  # (B, H, L, rd/2) each
-    rotated = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)  # (B, H, L, rd)
+    rotated = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)  # (B, H, L, rd)
     return torch.cat([rotated, x_pass], dim=-1)
 
 

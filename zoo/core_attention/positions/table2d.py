@@ -89,6 +89,13 @@ class _OffsetTableTerm(PositionTerm):
             raise ValueError(f"{name} has {self.num_heads} heads but q has {q.shape[1]}")
         area = window[0] * window[1]
         if ctx.default_positions:  # aranges: a shape check, no device sync
+            if ctx.q_pos.shape[-1] > ctx.k_pos.shape[-1]:
+                # the default queries are the last Lq of the Lk keys: Lq > Lk would put queries at
+                # negative cells, which index the table from its end
+                raise ValueError(
+                    f"{name}: {ctx.q_pos.shape[-1]} queries but {ctx.k_pos.shape[-1]} keys; with default "
+                    "positions the queries are the last Lq keys' cells, so pass explicit positions (flat cell indices)"
+                )
             longest = max(ctx.q_pos.shape[-1], ctx.k_pos.shape[-1])
             if longest > area:
                 raise ValueError(

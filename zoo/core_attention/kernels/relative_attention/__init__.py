@@ -49,6 +49,11 @@ def unsupported(call: KernelCall) -> str | None:
         return f"a causal {name} (K + 1 rows) needs causal=True"
     if call.dropout_p > 0.0:
         return "the relative-attention kernel has no dropout"
+    if call.v.shape[-1] != call.q.shape[-1]:
+        return (
+            f"the relative-attention kernel needs v's head dim equal to q's (Dv == D), "
+            f"got D={call.q.shape[-1]}, Dv={call.v.shape[-1]}"
+        )
     mask = call.mask
     if mask is not None and (mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[2] != 1):
         return "the relative-attention kernel takes only key-padding masks of shape (B, 1, 1, Lk)"
