@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .kernels import Kernel, KernelCall, get_kernel
+from .kernels import Kernel, KernelCall, get_kernel, has_kernel
 from .positions.base import BoundPosition, PositionContext, PositionTerm, as_bound_terms
 
 __all__ = ["attention", "BACKENDS", "FLOAT_DTYPES", "check_backend", "select_backend", "supported_backends"]
@@ -192,12 +192,8 @@ def supported_backends(term: PositionTerm) -> tuple[str, ...]:
     names = ["reference", "sdpa"]
     if _has_score_mod(term):
         names.append("flex")
-    if term.kernel is not None:
-        try:
-            get_kernel(term.kernel)
-            names.append("triton")
-        except ValueError:
-            pass
+    if term.kernel is not None and has_kernel(term.kernel):
+        names.append("triton")
     return tuple(names)
 
 

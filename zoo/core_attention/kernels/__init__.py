@@ -33,7 +33,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from ..positions.base import PositionContext, PositionTerm
 
-__all__ = ["Kernel", "KernelCall", "get_kernel", "register_kernel"]
+__all__ = ["Kernel", "KernelCall", "get_kernel", "has_kernel", "register_kernel"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,11 @@ def register_kernel(
     kernel = Kernel(name, unsupported, run)
     _KERNELS[name] = kernel
     return kernel
+
+
+def has_kernel(name: str) -> bool:
+    """Whether a fused kernel named ``name`` is registered."""
+    return name in _KERNELS
 
 
 def get_kernel(name: str) -> Kernel:
