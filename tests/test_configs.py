@@ -5,13 +5,16 @@ suite stays small and offline: the model shrinks to its registry ``test_override
 own overrides kept where the tiny variant does not set them), batches and windows get small, and a
 config that reads a dataset from disk reads a tiny fixture written in that dataset's real on-disk
 format (JSB Chorales json, a MAESTRO-indexed MIDI folder, ABC tunes, a Galaxy10 h5, CIFAR-10
-pickles). A new family's configs get this test for free.
+pickles). A new family's configs get this test by adding its fixture to
+``tests/<domain>/<task>/config_fixtures.py`` (see ``_family_data_args``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +100,27 @@ FIXTURES = {
 VISION_FIXTURES = {"galaxy10": _galaxy10, "cifar10": _cifar10}
 
 
+def _family_data_args() -> dict[str, Callable[[dict, Path], list[str]]]:
+    """``DATA_ARGS`` of every ``tests/<domain>/<task>/config_fixtures.py``, by datamodule class path.
+
+    A family's file maps its datamodule's class path to ``fn(init_args, root) -> extra CLI args``: it
+    writes a tiny fixture in the dataset's real format under ``root`` (or shrinks the offline
+    generator) and returns the ``--data.init_args.*`` arguments that point the config at it.
+    """
+    found: dict[str, Callable[[dict, Path], list[str]]] = {}
+    for path in sorted((REPO / "tests").glob("*/*/config_fixtures.py")):
+        spec = importlib.util.spec_from_file_location(f"_config_fixtures_{path.parent.parent.name}_{path.parent.name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        clash = found.keys() & module.DATA_ARGS.keys()
+        assert not clash, f"{path}: datamodules {sorted(clash)} already have config fixtures"
+        found.update(module.DATA_ARGS)
+    return found
+
+
+FAMILY_DATA_ARGS = _family_data_args()
+
+
 def _data_args(config: dict, tmp_path: Path) -> list[str]:
     data = config["data"]
     cls, init = data["class_path"], data.get("init_args") or {}
@@ -112,6 +136,8 @@ def _data_args(config: dict, tmp_path: Path) -> list[str]:
             args += ["--data.init_args.path", str(VISION_FIXTURES[kind](tmp_path / kind))]
         return args
     (tmp_path / "data").mkdir()
+    if cls in FAMILY_DATA_ARGS:
+        return args + FAMILY_DATA_ARGS[cls](init, tmp_path / "data")
     fixture = FIXTURES[cls](tmp_path / "data")
     args += ["--data.init_args.path", str(fixture)]
     if cls.endswith("MelodyDataModule"):

@@ -19,7 +19,7 @@ and users build them by name::
     model = zoo.create_model("music_transformer_chorales", dropout=0.0)
     model = zoo.create_model("music_transformer_chorales", pretrained=True)   # checkpoints/<name>/
 
-The modules in ``_MODEL_MODULES`` are imported on the first call that needs the full registry
+The modules in ``_MODEL_MODULES`` (every ``zoo/<domain>/<task>/models/`` package) are imported on the first call that needs the full registry
 (``list_models``, or ``create_model`` with a name not registered yet), never by ``import zoo``.
 """
 
@@ -36,6 +36,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -50,12 +51,21 @@ __all__ = [
     "registered_config_classes",
 ]
 
+
+
+def _task_model_modules() -> tuple[str, ...]:
+    """``zoo.<domain>.<task>.models`` for every task package that has a ``models/`` package.
+
+    A new task registers its models by existing: no list here to edit, so families written side by
+    side never touch the same line.
+    """
+    root = Path(__file__).resolve().parents[1]  # the zoo package
+    found = sorted(p.parent.relative_to(root.parent) for p in root.glob("*/*/models/__init__.py"))
+    return tuple(".".join(path.parts) for path in found)
+
+
 # Modules whose import registers models. Imported lazily, once, by the registry functions.
-_MODEL_MODULES: tuple[str, ...] = (
-    "zoo.music.lm.models",
-    "zoo.music.melody.models",
-    "zoo.vision.classification.models",
-)
+_MODEL_MODULES: tuple[str, ...] = _task_model_modules()
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
