@@ -12,7 +12,8 @@ Both return ``{"train": ..., "val": ..., "test": ...}`` (the split names everywh
 picks one by ``path``, builds the loaders (``train`` shuffled, ``predict`` = ``test``), applies
 ``limit`` through :class:`torch.utils.data.Subset` (datasets are never mutated) and refuses a
 loader over an empty split with the split's name. Also here: :func:`cache_dir`, the one place parsed data are
-cached, and :func:`safe_unpickle`, the one restricted unpickler for pickled data files.
+cached, :func:`safe_unpickle`, the one restricted unpickler for pickled data files, and
+:func:`read_each`, the one way a reader skips its corrupt files (counted, in one warning, never silently).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import io
 import os
 import pickle
 import random
-from collections.abc import Callable, Collection
+import warnings
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import pytorch_lightning as pl
@@ -32,7 +34,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 __all__ = [
     "SPLITS", "NUMPY_GLOBALS", "ZooDataModule", "ResumableSampler", "SeededDataset", "cache_dir", "safe_unpickle",
+    "read_each",
 ]
+
+_Item = TypeVar("_Item")
+_Read = TypeVar("_Read")
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -78,6 +84,41 @@ def safe_unpickle(
         return _AllowlistUnpickler(io.BytesIO(data), allowed, encoding=encoding).load()
     except Exception as err:  # corrupt pickles raise many types
         raise ValueError(f"{source}: not a readable data pickle ({type(err).__name__}: {err})") from err
+
+
+def read_each(
+    items: Iterable[_Item],
+    read: Callable[[_Item], _Read],
+    *,
+    what: str,
+    name: Callable[[_Item], str] = str,
+    errors: tuple[type[BaseException], ...] = (Exception,),
+    require_one: bool = True,
+) -> list[tuple[_Item, _Read]]:
+    """``[(item, read(item))]`` for every item whose read does not raise one of ``errors``.
+
+    The failures are skipped and reported in **one** ``UserWarning`` that counts them and names the
+    first three with their error (``what`` says what was read, e.g. ``"WLASL landmark files under
+    /data/wlasl"``). When nothing could be read and ``require_one`` is set, a ``ValueError`` names
+    the first failures instead: an empty dataset is an error, not a warning.
+    """
+    items = list(items)
+    good: list[tuple[_Item, _Read]] = []
+    failures: list[str] = []
+    for item in items:
+        try:
+            good.append((item, read(item)))
+        except errors as err:
+            failures.append(f"{name(item)} ({type(err).__name__}: {str(err)[:160]})")
+    if failures and (good or not require_one):
+        warnings.warn(
+            f"skipped {len(failures)} of {len(items)} {what} that could not be read; first: {'; '.join(failures[:3])}",
+            stacklevel=2,
+        )
+    if require_one and not good:
+        detail = f"; first: {'; '.join(failures[:3])}" if failures else " (there were none)"
+        raise ValueError(f"none of the {len(items)} {what} could be read{detail}")
+    return good
 
 
 class ResumableSampler(Sampler):
