@@ -63,3 +63,27 @@ def test_wrappers_and_ddp_prefix_are_unwrapped(tmp_path):
     torch.save({"epoch": 3, "note": "no weights"}, tmp_path / "none.pth")
     with pytest.raises(ValueError, match=r"none\.pth: expected a state dict"):
         read_official_file(tmp_path / "none.pth")
+
+
+def test_mismatch_report_is_one_line_per_kind_of_tensor():
+    """Another depth and width: one line per tensor kind (layer indices folded), a whole missing layer as one line."""
+    from torch import nn
+
+    from zoo.hub.checkpoints import CheckpointMismatchError, load_state_dict_strict
+
+    def net(width: int, depth: int) -> nn.Module:
+        return nn.Sequential(*[nn.Sequential(nn.Linear(width, width), nn.LayerNorm(width)) for _ in range(depth)])
+
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_state_dict_strict(net(8, 6), net(4, 3).state_dict(), source="small.safetensors")
+    report = str(err.value).splitlines()
+    assert report == [
+        "checkpoint small.safetensors does not match Sequential:",
+        "  12 missing keys (in the model, not in the checkpoint):",
+        "    {3-5}.* (4 keys)",
+        "  12 shape mismatches:",
+        "    {0-2}.0.bias: checkpoint (4,) vs model (8,)",
+        "    {0-2}.0.weight: checkpoint (4, 4) vs model (8, 8)",
+        "    {0-2}.1.bias: checkpoint (4,) vs model (8,)",
+        "    {0-2}.1.weight: checkpoint (4,) vs model (8,)",
+    ]

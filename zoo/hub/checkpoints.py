@@ -18,6 +18,7 @@ import argparse
 import collections
 import os
 import pickle
+import re
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -175,17 +176,73 @@ def _mismatch_lines(
 ) -> tuple[list[str], bool]:
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
-    mismatched = sorted(
-        f"{key}: checkpoint {_shape(state_dict[key])} vs model {_shape(expected[key])}"
-        for key in set(expected) & set(state_dict)
+    mismatched = [
+        (key, f": checkpoint {_shape(state_dict[key])} vs model {_shape(expected[key])}")
+        for key in sorted(set(expected) & set(state_dict))
         if state_dict[key].shape != expected[key].shape
-    )
+    ]
     lines = (
-        _format_list("missing key", "missing keys", missing, " (in the model, not in the checkpoint)")
-        + _format_list("unexpected key", "unexpected keys", unexpected, " (in the checkpoint, not in the model)")
-        + _format_list("shape mismatch", "shape mismatches", mismatched)
+        _format_list("missing key", "missing keys", _grouped(_by_layer(missing)),
+                     " (in the model, not in the checkpoint)", count=len(missing))
+        + _format_list("unexpected key", "unexpected keys", _grouped(_by_layer(unexpected)),
+                       " (in the checkpoint, not in the model)", count=len(unexpected))
+        + _format_list("shape mismatch", "shape mismatches", _grouped(mismatched), count=len(mismatched))
     )
     return lines, bool(mismatched)
+
+
+_INDEX = re.compile(r"(?<![^.])\d+(?=\.)")  # a whole dotted segment of digits, not the last one
+
+
+def _by_layer(keys: list[str], least: int = 4) -> list[tuple[str, str]]:
+    """Keys under one indexed layer (``blocks.4.``), when at least ``least`` share it, as ``blocks.4.*``."""
+    prefixes = [key[: m.end() + 1] if (m := _INDEX.search(key)) else None for key in keys]
+    counts = collections.Counter(p for p in prefixes if p is not None)
+    out: list[tuple[str, str]] = []
+    for key, prefix in zip(keys, prefixes):
+        if prefix is not None and counts[prefix] >= least:
+            if (prefix + "*", f" ({counts[prefix]} keys)") not in out:
+                out.append((prefix + "*", f" ({counts[prefix]} keys)"))
+        else:
+            out.append((key, ""))
+    return out
+
+
+def _grouped(items: list[tuple[str, str]]) -> list[str]:
+    """Keys that differ only in their first layer index, with the same detail, as one line:
+    ``blocks.{0-4,6}.norm.weight: ...``.
+
+    A config mismatch (another width, depth or vocabulary) then reads as one line per kind of
+    tensor instead of one per layer.
+    """
+    groups: dict[tuple[str, str], list[int]] = {}
+    for key, detail in items:
+        match = _INDEX.search(key)
+        if match is None:
+            groups.setdefault((key, detail), [])
+        else:
+            pattern = key[: match.start()] + "{}" + key[match.end() :]
+            groups.setdefault((pattern, detail), []).append(int(match.group()))
+    return [
+        (pattern.format(_ranges(sorted(indices))) if indices else pattern) + detail
+        for (pattern, detail), indices in groups.items()
+    ]
+
+
+def _ranges(values: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``{0-2,5}``; a single value stays bare."""
+    if len(values) == 1:
+        return str(values[0])
+    runs: list[str] = []
+    start = prev = values[0]
+    for value in values[1:] + [None]:
+        if value is not None and value == prev + 1:
+            prev = value
+            continue
+        runs.append(str(start) if start == prev else f"{start}-{prev}")
+        if value is not None:
+            start = prev = value
+    return "{" + ",".join(runs) + "}"
 
 
 def strict_filter(
@@ -253,10 +310,11 @@ def _registry_items() -> list[tuple[str, Any]]:
     return list(_REGISTRY.items())
 
 
-def _format_list(singular: str, plural: str, items: list[str], note: str = "") -> list[str]:
+def _format_list(singular: str, plural: str, items: list[str], note: str = "", count: int | None = None) -> list[str]:
     if not items:
         return []
-    lines = [f"  {len(items)} {singular if len(items) == 1 else plural}{note}:"]
+    count = len(items) if count is None else count
+    lines = [f"  {count} {singular if count == 1 else plural}{note}:"]
     lines += [f"    {item}" for item in items[:_MAX_LISTED]]
     if len(items) > _MAX_LISTED:
         lines.append(f"    ... and {len(items) - _MAX_LISTED} more")

@@ -26,10 +26,12 @@ Side effects (figures) are callbacks a task returns from ``configure_callbacks``
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
+import torch
 from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 
@@ -107,11 +109,20 @@ class ZooModule(pl.LightningModule):
         """Metrics computed from the epoch's values (perplexity from NLL, ...)."""
         return {}
 
+    def check_data(self, datamodule: Any) -> None:
+        """Refuse a datamodule this model cannot read (another vocabulary, class count, ...); called
+        in ``setup`` and by standalone evaluation, with the error naming both sides."""
+
     def eval_network(self) -> nn.Module:
         """The network evaluation and ``save_pretrained`` use (a task with EMA returns the average)."""
         return self.model
 
     # ------------------------------------------------------------------ Lightning hooks
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None:
+            self.check_data(datamodule)
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)
 
@@ -147,6 +158,33 @@ class ZooModule(pl.LightningModule):
             self.log(key, value, prog_bar=key == self.monitor)
         metrics.reset()
 
+    @torch.no_grad()
+    def evaluate_loader(self, loader: Iterable[Any], split: str = "test") -> dict[str, float]:
+        """The task's metrics over ``loader`` without a Trainer (command-line evaluation tools).
+
+        Runs :meth:`evaluate` on every batch in eval mode and returns the computed and derived
+        metrics as floats, exactly what ``test`` would log under ``<split>/``; ``split`` picks the
+        metric slot (``val`` or ``test``), so any split's data can be scored through it.
+        """
+        if split not in self.metrics:
+            raise ValueError(f"{type(self).__name__}: split must be one of {sorted(self.metrics)}, got {split!r}")
+        was_training = self.training
+        self.eval()
+        metrics = self.metrics[split]
+        metrics.reset()
+        device = next(self.parameters()).device
+        try:
+            for batch in loader:
+                self.evaluate(_to_device(batch, device), split)
+            if not any(m.update_count for m in metrics.values()):
+                raise ValueError(f"{type(self).__name__}: the evaluation data gave no {split} values (empty or all padding)")
+            values = {name: m.compute() for name, m in metrics.items()}
+            values.update(self.derived_metrics(values))
+        finally:
+            metrics.reset()
+            self.train(was_training)
+        return {name: float(value) for name, value in values.items()}
+
     def configure_optimizers(self) -> dict[str, Any]:
         return build_optimizer(self.model, self.optim, total_steps(self))
 
@@ -159,6 +197,16 @@ class ZooModule(pl.LightningModule):
             self.eval_network(), directory, name=self.hparams.model_name, config=self.model.config,
             card=card, metadata=metadata,
         )
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
 
 
 def _batch_size(batch: Any) -> int | None:

@@ -111,9 +111,10 @@ def test_training_windows_start_on_step_boundaries(tmp_path):
     dm.setup()
     full = dm.tokenizer.encode(dm.splits["train"][0], add_bos=True, add_eos=False)
     for _ in range(10):
-        window = dm.datasets["train"][0].tolist()
-        starts = [i for i in range(len(full) - 16) if full[i: i + 17] == window]
-        assert any(s == 0 or (s - 1) % 4 == 0 for s in starts)
+        item = dm.datasets["train"][0]
+        window, start = item["tokens"].tolist(), item["start"]
+        assert start == 0 or (start - 1) % 4 == 0, start
+        assert full[start: start + 17] == window  # "start" is the window's absolute position
 
 
 def test_music21_split_is_fixed_deterministic_and_disjoint():

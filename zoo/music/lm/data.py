@@ -357,7 +357,9 @@ class TokenSequenceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pieces) if self.train else len(self.index)
 
-    def __getitem__(self, idx: int) -> torch.Tensor:
+    def __getitem__(self, idx: int) -> dict[str, torch.Tensor | int]:
+        """``{"tokens": (<= max_len + 1,), "start": absolute position of tokens[0] in its piece}``."""
+        start = 0
         if self.train:
             rng = _torch_rng()
             tokens = self.make_tokens(self.pieces[idx], rng)
@@ -370,16 +372,16 @@ class TokenSequenceDataset(Dataset):
         else:
             i, start = self.index[idx]
             tokens = self.eval_tokens[i][start: start + self.max_len + 1]
-        return torch.as_tensor(tokens, dtype=torch.long)
+        return {"tokens": torch.as_tensor(tokens, dtype=torch.long), "start": start}
 
 
-def collate_tokens(batch: Sequence[torch.Tensor], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest window: ``{"tokens": (B, L + 1)}``."""
-    length = max(int(t.numel()) for t in batch)
+def collate_tokens(batch: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest window: ``{"tokens": (B, L + 1), "start": (B,)}``."""
+    length = max(int(item["tokens"].numel()) for item in batch)
     out = torch.full((len(batch), length), pad_id, dtype=torch.long)
-    for i, t in enumerate(batch):
-        out[i, : t.numel()] = t
-    return {"tokens": out}
+    for i, item in enumerate(batch):
+        out[i, : item["tokens"].numel()] = item["tokens"]
+    return {"tokens": out, "start": torch.tensor([int(item["start"]) for item in batch], dtype=torch.long)}
 
 
 class _TokenDataModule(ZooDataModule):

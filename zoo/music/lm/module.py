@@ -51,9 +51,8 @@ class MusicLM(ZooModule):
         self.config = self.model.config
         self.pad_id = 0  # replaced by the datamodule's tokenizer in setup()
 
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        tokenizer = getattr(dm, "tokenizer", None)
+    def check_data(self, datamodule: Any) -> None:
+        tokenizer = getattr(datamodule, "tokenizer", None)
         if tokenizer is None:
             return
         if tokenizer.kind != self.config.tokenizer or tokenizer.vocab_size != self.config.vocab_size:
@@ -67,22 +66,23 @@ class MusicLM(ZooModule):
     def configure_metrics(self, split: str) -> dict[str, Metric]:
         return {"nll": MeanMetric(), "acc": MeanMetric()}
 
-    @staticmethod
-    def _split_batch(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    def _logits(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Logits ``(B, L, V)`` of the inputs ``tokens[:, :-1]`` and the targets ``tokens[:, 1:]``."""
         tokens = batch["tokens"]  # (B, L + 1)
-        return tokens[:, :-1], tokens[:, 1:]
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        start = batch.get("start")
+        logits = self.model(inputs) if start is None else self.model(inputs, start=start)  # (B, L, V)
+        return logits, targets
 
     def training_loss(self, batch: dict[str, Tensor]) -> Tensor:
-        inputs, targets = self._split_batch(batch)
-        logits = self.model(inputs)  # (B, L, V)
+        logits, targets = self._logits(batch)
         return F.cross_entropy(
             logits.flatten(0, 1).float(), targets.flatten(), ignore_index=self.pad_id,
             label_smoothing=self.label_smoothing,
         )
 
     def evaluate(self, batch: dict[str, Tensor], split: str) -> None:
-        inputs, targets = self._split_batch(batch)
-        logits = self.model(inputs)  # (B, L, V)
+        logits, targets = self._logits(batch)
         nll, count = token_nll(logits, targets, self.pad_id)
         if count > 0:
             correct = ((logits.argmax(-1) == targets) & (targets != self.pad_id)).sum()
@@ -93,5 +93,4 @@ class MusicLM(ZooModule):
         return {"ppl": torch.exp(values["nll"])}
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        inputs, _ = self._split_batch(batch)
-        return self.model(inputs).log_softmax(-1)
+        return self._logits(batch)[0].log_softmax(-1)

@@ -34,12 +34,29 @@ __all__ = [
     "Jsb16thTokenizer",
     "PerformanceTokenizer",
     "Note",
+    "VOICE_RANGES",
     "tokenizer_from_config",
     "VOICES",
 ]
 
 VOICES = ("soprano", "alto", "tenor", "bass")
 NUM_VOICES = 4
+#: Inclusive MIDI range of each voice (S, A, T, B): the lowest and highest note of that voice in
+#: music21's 371 chorales and the JSB split (S 57-81, A 52-74, T 46-69, B 36-66), widened by the
+#: training transposition (3 semitones) each way. Constrained decoding keeps each voice inside it
+#: and ``zoo.music.lm.stats`` counts the steps outside it.
+VOICE_RANGES: tuple[tuple[int, int], ...] = ((54, 84), (49, 77), (43, 72), (33, 69))
+
+
+def _voice_mask(vocab_size: int, pitch_offset: int, always: tuple[int, ...], eos_id: int) -> np.ndarray:
+    """``(4, vocab)`` bool: the tokens valid for each voice (its pitch range, ``always``; EOS only
+    where a new step would start, i.e. as the soprano's token)."""
+    mask = np.zeros((NUM_VOICES, vocab_size), dtype=bool)
+    for v, (low, high) in enumerate(VOICE_RANGES):
+        mask[v, pitch_offset + low : pitch_offset + high + 1] = True
+        mask[v, list(always)] = True
+    mask[0, eos_id] = True
+    return mask
 # General MIDI programs used when rendering chorales: choir-like sounds keep voices apart in a DAW.
 _VOICE_PROGRAM = 52  # "Choir Aahs"
 
@@ -192,6 +209,10 @@ class ChoraleTokenizer:
     def to_config(self) -> dict:
         return {"kind": self.kind}
 
+    def voice_token_mask(self) -> np.ndarray:
+        """``(4, vocab)`` bool: REST, HOLD and the voice's range (:data:`VOICE_RANGES`); EOS for S."""
+        return _voice_mask(self.vocab_size, self.pitch_offset, (self.rest_id, self.hold_id), self.eos_id)
+
     def tokens_to_midi(self, tokens: Iterable[int], tempo: float = 90.0):
         return self.decode(tokens).to_midi(tempo=tempo)
 
@@ -236,6 +257,10 @@ class Jsb16thTokenizer:
 
     def decode(self, tokens: Iterable[int]) -> ChoraleGrid:
         return ChoraleGrid.from_separated(self.decode_steps(tokens))
+
+    def voice_token_mask(self) -> np.ndarray:
+        """``(4, vocab)`` bool: SILENCE and the voice's range (:data:`VOICE_RANGES`); EOS for S."""
+        return _voice_mask(self.vocab_size, self.pitch_offset, (self.silence_id,), self.eos_id)
 
     def token_names(self) -> list[str]:
         return ["PAD", "BOS", "EOS", "SILENCE"] + [f"P{p}" for p in range(128)]

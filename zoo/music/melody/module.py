@@ -52,9 +52,8 @@ class MelodyLM(ZooModule):
         if not hasattr(self.model, "pitch_head"):
             raise ValueError(f"MelodyLM needs a (pitch, duration) model such as ripo_transformer, got {model_name!r}")
 
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        tok = getattr(dm, "tokenizer", None)
+    def check_data(self, datamodule: Any) -> None:
+        tok = getattr(datamodule, "tokenizer", None)
         if tok is None:
             return
         cfg = self.model.config

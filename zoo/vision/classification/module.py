@@ -94,9 +94,9 @@ class ImageClassifier(ZooModule):
     def configure_callbacks(self) -> list[Callback]:
         return [ConfusionMatrixFigure(self.num_classes), MisclassifiedFigure(self.max_misclassified)]
 
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is not None and getattr(dm, "num_classes", self.num_classes) != self.num_classes:
+    def check_data(self, datamodule: Any) -> None:
+        dm = datamodule
+        if getattr(dm, "num_classes", self.num_classes) != self.num_classes:
             raise ValueError(
                 f"ImageClassifier: model.num_classes={self.num_classes} but the data has {dm.num_classes} classes "
                 f"({dm.class_names[:5]}...); set --model.init_args.num_classes {dm.num_classes}"

@@ -9,7 +9,12 @@ What differs from the paper, on purpose:
 * pre-LayerNorm blocks and a final LayerNorm (tensor2tensor's default pre-processing), ReLU MLP,
   input embedding scaled by ``sqrt(d_model)`` and tied to the output projection;
 * no absolute position signal at all: relative attention alone carries order, so the model is
-  length-agnostic and the same weights decode past the training context.
+  length-agnostic and the same weights decode past the training context;
+* optionally (``num_voices``, the chorale variants) a learned *voice* embedding: tokens interleave
+  S, A, T, B per time step, and relative attention alone cannot tell whose turn it is (the phase of
+  position modulo 4 is lost), so sampled voices drift into each other's tracks. Each input at absolute
+  position ``p`` (BOS at 0) adds ``voice[p mod num_voices]``, the voice of the token it predicts.
+  Windows pass their absolute ``start``; with a KV cache the cached length gives it.
 
 Incremental decoding keeps one :class:`~zoo.core_attention.KVCache` per layer; the relative term
 reads positions that continue from the cached length, so cached logits equal full recomputation.
@@ -56,6 +61,7 @@ class MusicTransformerConfig:
     attn_dropout: float = 0.1
     per_head_relative: bool = True
     tie_embeddings: bool = True
+    num_voices: int = 0  # > 0: a learned embedding of the voice whose token each position predicts
     attention_backend: str = "auto"  # runtime only: never saved (zoo.hub.config)
 
     def __post_init__(self) -> None:
@@ -65,6 +71,8 @@ class MusicTransformerConfig:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
         if self.vocab_size < 2:
             raise ValueError(f"vocab_size must be >= 2, got {self.vocab_size}")
+        if self.num_voices < 0:
+            raise ValueError(f"num_voices must be >= 0 (0 = no voice embedding), got {self.num_voices}")
 
 
 CONFIGS: dict[str, MusicTransformerConfig] = {
@@ -137,6 +145,7 @@ class MusicTransformer(nn.Module):
             raise ValueError(f"vocab_size must be >= 2, got {config.vocab_size}")
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.voice = nn.Embedding(config.num_voices, config.d_model) if config.num_voices else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.num_layers))
         self.norm = nn.LayerNorm(config.d_model)
@@ -155,27 +164,40 @@ class MusicTransformer(nn.Module):
             nn.init.normal_(m.weight, std=m.embedding_dim**-0.5)
 
     def no_weight_decay(self) -> set[str]:
-        """The token embedding (tied to the output layer) takes no weight decay."""
-        return {"embed.weight"}
+        """The token (tied to the output layer) and voice embeddings take no weight decay."""
+        return {"embed.weight", "voice.weight"} if self.voice is not None else {"embed.weight"}
 
     def new_cache(self) -> list[KVCache]:
         """One empty KV cache per layer, for :meth:`forward` ``cache=``."""
         return [KVCache() for _ in self.blocks]
 
-    def forward(self, tokens: Tensor, cache: Sequence[KVCache] | None = None) -> Tensor:
+    def forward(self, tokens: Tensor, cache: Sequence[KVCache] | None = None, start: Tensor | int | None = None) -> Tensor:
         """``tokens (B, L)`` int -> logits ``(B, L, V)``.
 
         With ``cache`` (from :meth:`new_cache`), ``tokens`` are the *new* tokens following the cached
-        ones; the caches grow in place.
+        ones; the caches grow in place. ``start`` (an int or ``(B,)``) is the absolute position of
+        ``tokens[:, 0]`` in its piece (BOS = 0), read only by the voice embedding; default 0, or the
+        cached length with a cache.
         """
         if tokens.dim() != 2:
             raise ValueError(f"tokens must have shape (B, L), got {tuple(tokens.shape)}")
         if cache is not None and len(cache) != len(self.blocks):
             raise ValueError(f"cache must hold one KVCache per layer ({len(self.blocks)}), got {len(cache)}")
-        x = self.drop(self.embed(tokens) * math.sqrt(self.config.d_model))  # (B, L, D)
+        x = self.embed(tokens) * math.sqrt(self.config.d_model)  # (B, L, D)
+        if self.voice is not None:
+            x = x + self.voice(self.voice_index(tokens, cache, start))  # (B, L, D)
+        x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, cache=None if cache is None else cache[i])  # (B, L, D)
         return self.head(self.norm(x))  # (B, L, V)
+
+    def voice_index(self, tokens: Tensor, cache: Sequence[KVCache] | None = None, start: Tensor | int | None = None) -> Tensor:
+        """``(B, L)``: the voice (0 .. num_voices - 1) of the token each position predicts."""
+        if start is None:
+            start = len(cache[0]) if cache is not None else 0
+        start = torch.as_tensor(start, device=tokens.device).reshape(-1, 1)  # (B or 1, 1)
+        pos = start + torch.arange(tokens.shape[1], device=tokens.device)  # (B or 1, L)
+        return (pos % max(self.config.num_voices, 1)).expand(tokens.shape[0], -1)  # (B, L)
 
     @torch.no_grad()
     def generate(
@@ -189,15 +211,26 @@ class MusicTransformer(nn.Module):
         eos_id: int | None = None,
         use_cache: bool = True,
         generator: torch.Generator | None = None,
+        allowed: Tensor | None = None,
     ) -> Tensor:
         """Sample ``max_new_tokens`` after ``prompt (B, L0)``; returns ``(B, L0 + n)``.
 
         ``use_cache=False`` recomputes the whole prefix each step (the reference for the cache and
         the benchmark's baseline). Generation stops early when every row has produced ``eos_id``.
+        ``allowed (S, V)`` bool restricts the token at absolute position ``p`` (BOS = 0) to
+        ``allowed[(p - 1) % S]``: the tokens valid for the voice whose turn it is in a sequence that
+        interleaves ``S`` voices per step (``ChoraleTokenizer.voice_token_mask``).
         """
         if prompt.dim() != 2 or prompt.shape[1] < 1:
             raise ValueError(f"prompt must have shape (B, L0 >= 1), got {tuple(prompt.shape)}")
         check_sampling(temperature, top_k, top_p)
+        if allowed is not None:
+            if allowed.dim() != 2 or allowed.shape[1] != self.config.vocab_size or not bool(allowed.any(1).all()):
+                raise ValueError(
+                    f"allowed must be (voices, {self.config.vocab_size}) bool with a token allowed for every voice, "
+                    f"got {tuple(allowed.shape)}"
+                )
+            allowed = allowed.to(device=prompt.device, dtype=torch.bool)
         was_training = self.training
         self.eval()
         out = prompt
@@ -206,6 +239,8 @@ class MusicTransformer(nn.Module):
         step_input = prompt
         for _ in range(max_new_tokens):
             logits = self(step_input if use_cache else out, cache=cache)[:, -1]  # (B, V)
+            if allowed is not None:  # the next token sits at absolute position out.shape[1]
+                logits = logits.masked_fill(~allowed[(out.shape[1] - 1) % allowed.shape[0]], float("-inf"))
             nxt = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
             if eos_id is not None:
                 nxt = torch.where(finished, torch.full_like(nxt, eos_id), nxt)
@@ -232,9 +267,11 @@ def _sample(model: MusicTransformer, tokenizer: Any, primer: list[int], options:
     device = next(model.parameters()).device
     prompt = torch.tensor([primer], dtype=torch.long, device=device)  # (1, L0)
     gen = torch.Generator(device=device).manual_seed(options.seed)
+    constrain = hasattr(tokenizer, "voice_token_mask") and not getattr(options, "free_voices", False)
     out = model.generate(
         prompt, options.length, temperature=options.temperature, top_k=options.top_k, top_p=options.top_p,
         eos_id=tokenizer.eos_id, use_cache=not options.no_cache, generator=gen,
+        allowed=torch.from_numpy(tokenizer.voice_token_mask()) if constrain else None,
     )
     return out[0].tolist()
 
