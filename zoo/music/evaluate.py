@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--add_eos", choices=["auto", "yes", "no"], default="auto",
                    help="chorales: score an EOS after each piece (auto: yes for 'chorale', no for 'jsb16th')")
+    p.add_argument("--val_percent", type=int, default=10, help="melody folders: the split's val share (as in training)")
+    p.add_argument("--test_percent", type=int, default=10, help="melody folders: the split's test share (as in training)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--export", default=None, metavar="DIR",
                    help="Music Transformer: also write the model as a pretrained directory with these metrics in its card")
@@ -126,6 +128,7 @@ def _datamodule(loaded: LoadedModel, args: argparse.Namespace, max_len: int) -> 
         return MelodyDataModule(
             path=args.data_path, seq_len=max_len, batch_size=args.batch_size,
             duration_step=cfg.duration_step, max_duration_steps=cfg.duration_vocab - 1,
+            val_percent=args.val_percent, test_percent=args.test_percent,
         )
     from .lm.evaluate import make_datamodule
 

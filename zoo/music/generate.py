@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--wav", action="store_true", help="also write a synthesized .wav preview")
     p.add_argument("--no_cache", action="store_true", help="recompute the whole prefix each step")
+    p.add_argument("--free_voices", action="store_true",
+                   help="chorale models: do not restrict each voice's tokens to its range (default: restricted)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads (default 1: one-token decoding steps are too small to gain from more, "

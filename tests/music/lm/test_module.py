@@ -118,3 +118,33 @@ def test_generate_and_evaluate_from_lightning_ckpt(trained, tmp_path, capsys):
                          default_root_dir=str(tmp_path)).test(
         trained["lm"], datamodule=dm, verbose=False)[0]
     assert metrics["test/nll"] == pytest.approx(results["test"]["nll"], rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--sample_stats", "2", "--temperature", "-1"], "temperature"),
+        (["--sample_stats", "2", "--top_k", "0"], "top_k"),
+        (["--splits", "--sample_stats", "0"], "nothing to do"),
+        (["--data_path", "/no/such/file.npz"], "no such file"),
+        (["--json", "out.txt"], "must end in .json"),
+    ],
+)
+def test_evaluate_checks_arguments_before_loading(argv, message):
+    from zoo.music.evaluate import main
+
+    # the checkpoint does not exist: an argument error must come first
+    with pytest.raises(ValueError, match=message):
+        main(["--checkpoint", "/no/such/checkpoint.ckpt", *argv])
+
+
+def test_evaluate_sample_stats(trained, tmp_path):
+    from zoo.music.evaluate import main
+
+    report = main(["--checkpoint", str(trained["dir"]), "--splits", "--sample_stats", "2", "--length", "64",
+                   "--data_path", str(trained["npz"]), "--json", str(tmp_path / "stats.json")])
+    stats = report["sample_stats"]
+    assert stats["samples"]["pieces"] == 2 and stats["real test chorales"]["pieces"] == 2
+    assert stats["samples"]["out_of_range"] == 0.0  # voice-constrained decoding
+    assert 0.0 <= stats["samples"]["in_key"] <= 1.0
+    assert json.loads((tmp_path / "stats.json").read_text())["sample_stats"]["samples"]["pieces"] == 2

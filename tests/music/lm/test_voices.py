@@ -40,7 +40,7 @@ def test_voice_embedding_is_what_changes_with_the_phase():
     model = zoo.create_model("music_transformer_demo", num_voices=4, **TINY).eval()
     x = torch.randint(5, 133, (1, 8))
     assert not torch.allclose(model(x, start=0), model(x, start=1))
-    plain = zoo.create_model("music_transformer_demo", **TINY).eval()
+    plain = zoo.create_model("music_transformer_demo", num_voices=0, steps_per_bar=0, **TINY).eval()
     torch.testing.assert_close(plain(x, start=0), plain(x, start=1))  # no voice embedding: start is unused
 
 
@@ -103,3 +103,13 @@ def test_repetition_and_summary():
     assert summary["max_longest_chord_s"] == 5.0
     with pytest.raises(ValueError, match="no time steps"):
         chorale_stats(ChoraleGrid(np.zeros((0, 4), dtype=int), np.zeros((0, 4), dtype=bool)), 0.1)
+
+
+def test_metric_embedding_reads_the_step_within_the_bar():
+    model = zoo.create_model("music_transformer_demo", num_voices=4, steps_per_bar=16, **TINY).eval()
+    x = torch.randint(5, 133, (1, 4))
+    # positions 0-3 and 64-67 share voice and bar phase (step 0 and step 16); 4-7 is step 1 of the bar
+    torch.testing.assert_close(model(x, start=0)[:, 0], model(x, start=64)[:, 0])
+    assert not torch.allclose(model(x, start=0)[:, 0], model(x, start=4)[:, 0])
+    with pytest.raises(ValueError, match="needs num_voices"):
+        zoo.create_model("music_transformer_demo", num_voices=0, steps_per_bar=16, **TINY)

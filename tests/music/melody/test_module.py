@@ -64,6 +64,14 @@ def test_fit_and_test_through_cli(tmp_path):
 
     cli = cli_main(["test", *common, "--ckpt_path", ckpt])
     assert "test/pitch_nll" in cli.trainer.callback_metrics
+    # python -m zoo.music.evaluate gives the numbers the module's own test loop logs
+    from zoo.music.evaluate import main as evaluate_main
+
+    report = evaluate_main(["--checkpoint", ckpt, "--data_path", str(data), "--splits", "test", "--max_len", "16",
+                            "--batch_size", "4", "--val_percent", "25", "--test_percent", "25"])
+    # the CLI's test split came from the same folder, split the same way (25 / 25)
+    for name in ("pitch_nll", "duration_nll", "pitch_acc", "duration_acc", "nll"):
+        assert report["metrics"]["test"][name] == pytest.approx(float(cli.trainer.callback_metrics[f"test/{name}"]), rel=1e-4)
     csvs = list((tmp_path / "runs").rglob("metrics.csv"))
     assert csvs and "val/pitch_nll" in next(csv.reader(open(csvs[0])))
 

@@ -14,7 +14,12 @@ What differs from the paper, on purpose:
   S, A, T, B per time step, and relative attention alone cannot tell whose turn it is (the phase of
   position modulo 4 is lost), so sampled voices drift into each other's tracks. Each input at absolute
   position ``p`` (BOS at 0) adds ``voice[p mod num_voices]``, the voice of the token it predicts.
-  Windows pass their absolute ``start``; with a KV cache the cached length gives it.
+  Windows pass their absolute ``start``; with a KV cache the cached length gives it;
+* optionally (``steps_per_bar``, with ``num_voices``) a learned *metric* embedding of the time step
+  within the bar, ``(p // num_voices) mod steps_per_bar``, counted from the piece's first step: with
+  hold tokens, whether a chord should change depends on where in the bar it is, which relative
+  attention over a run of identical HOLD tokens cannot see. Pieces that start with a pickup shift
+  this phase (the grid does not record the first bar's offset).
 
 Incremental decoding keeps one :class:`~zoo.core_attention.KVCache` per layer; the relative term
 reads positions that continue from the cached length, so cached logits equal full recomputation.
@@ -62,6 +67,7 @@ class MusicTransformerConfig:
     per_head_relative: bool = True
     tie_embeddings: bool = True
     num_voices: int = 0  # > 0: a learned embedding of the voice whose token each position predicts
+    steps_per_bar: int = 0  # > 0 (needs num_voices): a learned embedding of that token's step within the bar
     attention_backend: str = "auto"  # runtime only: never saved (zoo.hub.config)
 
     def __post_init__(self) -> None:
@@ -73,6 +79,9 @@ class MusicTransformerConfig:
             raise ValueError(f"vocab_size must be >= 2, got {self.vocab_size}")
         if self.num_voices < 0:
             raise ValueError(f"num_voices must be >= 0 (0 = no voice embedding), got {self.num_voices}")
+        if self.steps_per_bar < 0 or (self.steps_per_bar and not self.num_voices):
+            raise ValueError(f"steps_per_bar must be >= 0 and needs num_voices > 0, got {self.steps_per_bar} "
+                             f"with num_voices {self.num_voices}")
 
 
 CONFIGS: dict[str, MusicTransformerConfig] = {
@@ -91,7 +100,8 @@ CONFIGS: dict[str, MusicTransformerConfig] = {
         max_distance=1024, max_len=2048,
     ),
     # The shipped chorale checkpoint: the JSB architecture scaled to what CPU training affords,
-    # on the hold-token chorale vocabulary.
+    # on the hold-token chorale vocabulary. The shipped weights predate the voice and metric
+    # embeddings; configs/music/lm/music_transformer_chorales.yaml trains its successor with them on.
     "music_transformer_chorales": MusicTransformerConfig(
         vocab_size=133, tokenizer="chorale", num_layers=4, d_model=192, num_heads=6, d_ff=512,
         max_distance=256, max_len=512, dropout=0.1, attn_dropout=0.0,
@@ -99,7 +109,7 @@ CONFIGS: dict[str, MusicTransformerConfig] = {
     # `make demo`: trains in a few minutes on 2 CPU cores.
     "music_transformer_demo": MusicTransformerConfig(
         vocab_size=133, tokenizer="chorale", num_layers=3, d_model=128, num_heads=4, d_ff=384,
-        max_distance=128, max_len=256, dropout=0.1, attn_dropout=0.0,
+        max_distance=128, max_len=256, dropout=0.1, attn_dropout=0.0, num_voices=4, steps_per_bar=16,
     ),
 }
 
@@ -146,6 +156,7 @@ class MusicTransformer(nn.Module):
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
         self.voice = nn.Embedding(config.num_voices, config.d_model) if config.num_voices else None
+        self.metric = nn.Embedding(config.steps_per_bar, config.d_model) if config.steps_per_bar else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.num_layers))
         self.norm = nn.LayerNorm(config.d_model)
@@ -164,8 +175,8 @@ class MusicTransformer(nn.Module):
             nn.init.normal_(m.weight, std=m.embedding_dim**-0.5)
 
     def no_weight_decay(self) -> set[str]:
-        """The token (tied to the output layer) and voice embeddings take no weight decay."""
-        return {"embed.weight", "voice.weight"} if self.voice is not None else {"embed.weight"}
+        """The token (tied to the output layer), voice and metric embeddings take no weight decay."""
+        return {"embed.weight"} | {f"{name}.weight" for name in ("voice", "metric") if getattr(self, name) is not None}
 
     def new_cache(self) -> list[KVCache]:
         """One empty KV cache per layer, for :meth:`forward` ``cache=``."""
@@ -185,19 +196,25 @@ class MusicTransformer(nn.Module):
             raise ValueError(f"cache must hold one KVCache per layer ({len(self.blocks)}), got {len(cache)}")
         x = self.embed(tokens) * math.sqrt(self.config.d_model)  # (B, L, D)
         if self.voice is not None:
-            x = x + self.voice(self.voice_index(tokens, cache, start))  # (B, L, D)
+            pos = self.positions(tokens, cache, start)  # (B, L) absolute positions
+            x = x + self.voice(pos % self.config.num_voices)  # (B, L, D)
+            if self.metric is not None:
+                x = x + self.metric((pos // self.config.num_voices) % self.config.steps_per_bar)  # (B, L, D)
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, cache=None if cache is None else cache[i])  # (B, L, D)
         return self.head(self.norm(x))  # (B, L, V)
 
-    def voice_index(self, tokens: Tensor, cache: Sequence[KVCache] | None = None, start: Tensor | int | None = None) -> Tensor:
-        """``(B, L)``: the voice (0 .. num_voices - 1) of the token each position predicts."""
+    def positions(self, tokens: Tensor, cache: Sequence[KVCache] | None = None, start: Tensor | int | None = None) -> Tensor:
+        """``(B, L)`` absolute positions of ``tokens`` in their piece (BOS = 0)."""
         if start is None:
             start = len(cache[0]) if cache is not None else 0
         start = torch.as_tensor(start, device=tokens.device).reshape(-1, 1)  # (B or 1, 1)
-        pos = start + torch.arange(tokens.shape[1], device=tokens.device)  # (B or 1, L)
-        return (pos % max(self.config.num_voices, 1)).expand(tokens.shape[0], -1)  # (B, L)
+        return (start + torch.arange(tokens.shape[1], device=tokens.device)).expand(tokens.shape[0], -1)  # (B, L)
+
+    def voice_index(self, tokens: Tensor, cache: Sequence[KVCache] | None = None, start: Tensor | int | None = None) -> Tensor:
+        """``(B, L)``: the voice (0 .. num_voices - 1) of the token each position predicts."""
+        return self.positions(tokens, cache, start) % max(self.config.num_voices, 1)
 
     @torch.no_grad()
     def generate(
