@@ -89,10 +89,11 @@ def test_bias_matches_naive_loop():
     torch.testing.assert_close(bias, want)
 
 
+@pytest.mark.parametrize("per_component", [False, True], ids=["pair-freq", "component-freq"])
 @pytest.mark.parametrize("attrs", [(True, True), (True, False), (False, True)], ids=["pitch+onset", "pitch", "onset"])
 @pytest.mark.parametrize("lq", [7, 3], ids=["self", "cached-Lq3"])
-def test_fast_form_equals_reference_forward_backward(attrs, lq):
-    term = _term(pitch=attrs[0], onset=attrs[1])
+def test_fast_form_equals_reference_forward_backward(attrs, lq, per_component):
+    term = _term(pitch=attrs[0], onset=attrs[1], per_component_frequencies=per_component)
     b, h, lk, d = 2, 2, 7, 4
     q = torch.randn(b, h, lq, d, dtype=torch.float64, requires_grad=True)
     k = torch.randn(b, h, lk, d, dtype=torch.float64)
@@ -188,3 +189,35 @@ def test_half_precision_keeps_angles_of_late_onsets():
     assert (got - want).abs().max() < 0.05 * want.abs().max() + 0.05
     got_ref = term16.bias(q.bfloat16(), q.bfloat16(), ctx, 1.0).double()
     assert (got_ref - want).abs().max() < 0.05 * want.abs().max() + 0.05
+
+
+def test_per_component_frequencies_by_hand():
+    """One frequency per sin and per cos component: FMS(x) = [sin(w_s x), cos(w_c x)] per pair."""
+    fme = FundamentalMusicEmbedding(4, PITCH_BASE, bias=False, per_component=True).double()
+    assert fme.frequencies.shape == (4,)
+    torch.testing.assert_close(fme.frequencies[0::2], fme.frequencies[1::2])  # initialised equal per pair
+    with torch.no_grad():
+        fme.frequencies.copy_(torch.tensor([0.5, 0.25, 0.125, 0.0625], dtype=torch.float64))
+    x = torch.tensor([3.0], dtype=torch.float64)
+    want = torch.tensor([[math.sin(1.5), math.cos(0.75), math.sin(0.375), math.cos(0.1875)]], dtype=torch.float64)
+    torch.testing.assert_close(fme.shift(x), want)
+
+
+def test_shared_fms_are_read_not_owned():
+    """Frequencies tied to modules owned elsewhere: not this term's parameters, and they get the gradient."""
+    torch.manual_seed(0)
+    owners = {a: FundamentalMusicEmbedding(6, PITCH_BASE, per_component=True).double() for a in ("pitch", "onset")}
+    term = MusicRelative(4, 2, 6, per_component_frequencies=True, shared_fms=owners).double()
+    assert not any("fms" in n for n, _ in term.named_parameters())
+    q = torch.randn(2, 2, 5, 4, dtype=torch.float64)
+    pitch, onset, nq = _melody(2, 5)
+    ctx = _ctx(5, 5, pitch=pitch, onset=onset, nonquant=nq)
+    qf, kf = term.qk_features(q, q, ctx, 0.5)
+    (0.5 * qf @ kf.transpose(-1, -2)).sum().backward()
+    assert all(o.frequencies.grad is not None and o.frequencies.grad.abs().sum() > 0 for o in owners.values())
+    import copy
+
+    pair = copy.deepcopy({"owners": owners, "term": term})  # deepcopy (EMA, DDP) keeps the tie
+    assert pair["term"].shift_module("pitch") is pair["owners"]["pitch"]
+    with pytest.raises(ValueError, match="per_component"):
+        MusicRelative(4, 2, 6, per_component_frequencies=False, shared_fms=owners)

@@ -33,11 +33,12 @@ Two exact forms, tested against each other in float64, forward and backward:
 
 Differences from the official code, and why:
 
-* One frequency per sin/cos *pair* (the paper's formula); the code initialises one per component
-  identically and lets them drift apart, which would double the fast form's columns.
-* Each term owns its FMS frequencies and one projection per layer. The official code ties the
-  relative FMS frequencies to the token FME and applies a shared Linear before a per-layer Linear;
-  two consecutive Linears are one Linear, so only the cross-layer tying is dropped.
+* One frequency per sin/cos *pair* by default (the paper's formula); the code initialises one per
+  component identically and lets them drift apart: ``per_component=True`` / ``per_component_frequencies``
+  reproduces that, at twice the fast form's key columns.
+* Each term owns its FMS frequencies and one projection per layer by default. The official code ties
+  the relative FMS frequencies to the token FME and applies a shared Linear before a per-layer Linear;
+  two consecutive Linears are one Linear, and ``shared_fms`` gives the tie.
 * The non-quantifiable embedding ``e`` is learned per layer directly in head space (the official
   code maps one shared ``d``-vector through the same two Linears -- the same set of values).
 * The onset term takes no non-quantifiable mask by default, as in the official code (rests have
@@ -64,11 +65,16 @@ class FundamentalMusicEmbedding(nn.Module):
     Args:
         dim: embedding size ``d`` (even).
         base: ``B`` in ``w_k = B^(-2k/d)``; 9919 for pitch, 7920 for duration in the paper.
-        trainable_frequencies: learn the ``d/2`` frequencies (the paper's setting).
+        trainable_frequencies: learn the frequencies (the paper's setting).
         bias: add the trainable translation bias (``False`` gives the bias-free FMS only).
+        per_component: ``d`` frequencies, one per sin and one per cos component (the official code:
+            initialised equal per pair, they drift apart in training), instead of ``d/2`` shared per
+            pair (the paper's formula). ``MusicRelative``'s fast form then needs ``2 d`` columns.
     """
 
-    def __init__(self, dim: int, base: float, *, trainable_frequencies: bool = True, bias: bool = True) -> None:
+    def __init__(
+        self, dim: int, base: float, *, trainable_frequencies: bool = True, bias: bool = True, per_component: bool = False
+    ) -> None:
         super().__init__()
         if dim <= 0 or dim % 2:
             raise ValueError(f"FundamentalMusicEmbedding needs an even positive dim, got {dim}")
@@ -76,7 +82,10 @@ class FundamentalMusicEmbedding(nn.Module):
             raise ValueError(f"FundamentalMusicEmbedding needs base > 1, got {base}")
         self.dim = dim
         self.base = float(base)
+        self.per_component = per_component
         freq = self.base ** (-2.0 * torch.arange(dim // 2, dtype=torch.float64) / dim)  # (d/2,)
+        if per_component:
+            freq = freq.repeat_interleave(2)  # (d,) [w_0 (sin), w_0 (cos), w_1, w_1, ...]
         if trainable_frequencies:
             self.frequencies = nn.Parameter(freq.float())
         else:
@@ -86,13 +95,19 @@ class FundamentalMusicEmbedding(nn.Module):
         self.bias = nn.Parameter(torch.rand(dim)) if bias else None
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, base={self.base:g}, bias={self.bias is not None}"
+        return f"dim={self.dim}, base={self.base:g}, bias={self.bias is not None}, per_component={self.per_component}"
+
+    def pair_frequencies(self) -> tuple[Tensor, Tensor]:
+        """``(w_sin, w_cos)``, ``(d/2,)`` each: the frequency of every sin and every cos component."""
+        f = self.frequencies
+        return (f[0::2], f[1::2]) if self.per_component else (f, f)
 
     def shift(self, delta: Tensor) -> Tensor:
         """FMS: the bias-free sinusoid ``(..., d)`` of ``delta (...)``, interleaved ``[sin, cos]`` pairs."""
         dtype = delta.dtype if delta.is_floating_point() else self.frequencies.dtype
-        angles = delta.to(dtype)[..., None] * self.frequencies.to(dtype)  # (..., d/2)
-        return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)  # (..., d)
+        w_sin, w_cos = (w.to(dtype) for w in self.pair_frequencies())
+        x = delta.to(dtype)[..., None]  # (..., 1)
+        return torch.stack([(x * w_sin).sin(), (x * w_cos).cos()], dim=-1).flatten(-2)  # (..., d)
 
     def forward(self, values: Tensor) -> Tensor:
         out = self.shift(values)  # (..., d)
@@ -141,6 +156,11 @@ class MusicRelative(PositionTerm):
         trainable_frequencies: learn the FMS frequencies.
         onset_nonquant: give the onset term a non-quantifiable embedding too (context
             ``onset_nonquant``); off in the paper.
+        per_component_frequencies: the FMS keep one frequency per sin / cos component (see
+            :class:`FundamentalMusicEmbedding`); the fast form then adds ``2 fme_dim + 2`` columns.
+        shared_fms: ``{"pitch": fme, "onset": fme}`` to read the FMS frequencies from modules owned
+            elsewhere (the official RIPO ties them to the token FMEs in every layer); they are then
+            not parameters of this term (no duplicate keys in a state dict).
 
     Context (``term.bind(...)`` or ``MultiheadAttention(position_context=...)``): ``pitch (B, L)``,
     ``onset (B, L)`` (cumulative onsets, in quarter notes), ``nonquant (B, L) bool`` (True for
@@ -165,6 +185,8 @@ class MusicRelative(PositionTerm):
         onset_base: float = DURATION_BASE,
         trainable_frequencies: bool = True,
         onset_nonquant: bool = False,
+        per_component_frequencies: bool = False,
+        shared_fms: dict[str, FundamentalMusicEmbedding] | None = None,
     ) -> None:
         super().__init__()
         if not (pitch or onset):
@@ -175,14 +197,32 @@ class MusicRelative(PositionTerm):
         self.attributes = tuple(a for a, on in (("pitch", pitch), ("onset", onset)) if on)
         bases = {"pitch": pitch_base, "onset": onset_base}
         inner = head_dim * num_heads
-        self.fms = nn.ModuleDict(
-            {
-                a: FundamentalMusicEmbedding(
-                    self.fme_dim, bases[a], trainable_frequencies=trainable_frequencies, bias=False
-                )
-                for a in self.attributes
-            }
-        )
+        if shared_fms is not None:
+            missing = [a for a in self.attributes if a not in shared_fms]
+            if missing:
+                raise ValueError(f"MusicRelative: shared_fms lacks {missing}")
+            for a in self.attributes:
+                f = shared_fms[a]
+                if f.dim != self.fme_dim or f.per_component != per_component_frequencies:
+                    raise ValueError(
+                        f"MusicRelative: shared_fms[{a!r}] has dim {f.dim}, per_component {f.per_component}; "
+                        f"expected {self.fme_dim}, {per_component_frequencies}"
+                    )
+            # a plain dict: the modules stay parameters of their owner only (deepcopy keeps the tie)
+            self._shared_fms = {a: shared_fms[a] for a in self.attributes}
+            self.fms = nn.ModuleDict()
+        else:
+            self._shared_fms = {}
+            self.fms = nn.ModuleDict(
+                {
+                    a: FundamentalMusicEmbedding(
+                        self.fme_dim, bases[a], trainable_frequencies=trainable_frequencies, bias=False,
+                        per_component=per_component_frequencies,
+                    )
+                    for a in self.attributes
+                }
+            )
+        self.per_component_frequencies = per_component_frequencies
         self.proj = nn.ModuleDict({a: nn.Linear(self.fme_dim, inner) for a in self.attributes})
         # learned relative value for any pair with a non-quantifiable token (official init U(-0.1, 0.1))
         self.nonquant = nn.ParameterDict(
@@ -199,7 +239,12 @@ class MusicRelative(PositionTerm):
     @property
     def num_features(self) -> int:
         """Extra q/k columns of the fast form."""
-        return len(self.attributes) * (self.fme_dim + 2)
+        per_attr = (2 if self.per_component_frequencies else 1) * self.fme_dim + 2
+        return len(self.attributes) * per_attr
+
+    def shift_module(self, attr: str) -> FundamentalMusicEmbedding:
+        """The FMS of ``attr``: this term's own, or the shared one."""
+        return self._shared_fms[attr] if self._shared_fms else self.fms[attr]
 
     # ------------------------------------------------------------------ helpers
     def _check(self, q: Tensor) -> None:
@@ -237,7 +282,7 @@ class MusicRelative(PositionTerm):
             # angles in at least float32: onsets of a long piece lose whole beats in half precision
             wide = torch.promote_types(q.dtype, torch.float32)
             delta = qv.to(wide)[:, :, None] - kv.to(wide)[:, None, :]  # (Bp, Lq, Lk)
-            rel = self.proj[attr](self.fms[attr].shift(delta).to(self.proj[attr].weight.dtype))  # (Bp, Lq, Lk, H*D)
+            rel = self.proj[attr](self.shift_module(attr).shift(delta).to(self.proj[attr].weight.dtype))  # (Bp, Lq, Lk, H*D)
             rel = rel.to(q.dtype).unflatten(-1, (h, d))  # (Bp, Lq, Lk, H, D)
             if mask is not None:
                 nq = mask[0][:, :, None] | mask[1][:, None, :]  # (Bp, Lq, Lk)
@@ -259,14 +304,24 @@ class MusicRelative(PositionTerm):
             w, b, e = self._head_params(attr, q.dtype)
             # angles in at least float32 (see bias); the features are cast back to q's dtype
             wide = torch.promote_types(q.dtype, torch.float32)
-            freq = self.fms[attr].frequencies.to(wide)  # (E/2,)
+            w_sin, w_cos = (f.to(wide) for f in self.shift_module(attr).pair_frequencies())  # (E/2,) each
             u = torch.einsum("bhqd,hde->bhqe", q, w)  # (B, H, Lq, E)
             u_sin, u_cos = u[..., 0::2], u[..., 1::2]  # (B, H, Lq, E/2) coefficients of sin / cos(w delta)
-            a = qv.to(wide)[:, None, :, None] * freq  # (Bp, 1, Lq, E/2)
+            qw, kw = qv.to(wide)[:, None, :, None], kv.to(wide)[:, None, :, None]  # (Bp, 1, Lq | Lk, 1)
+            a = qw * w_sin  # (Bp, 1, Lq, E/2)
             sin_a, cos_a = a.sin().to(q.dtype), a.cos().to(q.dtype)
-            bk = kv.to(wide)[:, None, :, None] * freq  # (Bp, 1, Lk, E/2)
-            qf = torch.cat([u_sin * sin_a + u_cos * cos_a, u_cos * sin_a - u_sin * cos_a], -1)  # (B, H, Lq, E)
-            kf = torch.cat([bk.cos(), bk.sin()], -1).to(q.dtype)  # (Bp, 1, Lk, E)
+            bk = kw * w_sin  # (Bp, 1, Lk, E/2)
+            if not self.per_component_frequencies:
+                # one frequency per pair: sin and cos of the same angle share the key columns
+                qf = torch.cat([u_sin * sin_a + u_cos * cos_a, u_cos * sin_a - u_sin * cos_a], -1)  # (B, H, Lq, E)
+                kf = torch.cat([bk.cos(), bk.sin()], -1).to(q.dtype)  # (Bp, 1, Lk, E)
+            else:
+                # u_s sin(w_s (p - p')) + u_c cos(w_c (p - p')): each component its own cos / sin key columns
+                c = qw * w_cos  # (Bp, 1, Lq, E/2)
+                sin_c, cos_c = c.sin().to(q.dtype), c.cos().to(q.dtype)
+                dk = kw * w_cos  # (Bp, 1, Lk, E/2)
+                qf = torch.cat([u_sin * sin_a, -u_sin * cos_a, u_cos * cos_c, u_cos * sin_c], -1)  # (B, H, Lq, 2E)
+                kf = torch.cat([bk.cos(), bk.sin(), dk.cos(), dk.sin()], -1).to(q.dtype)  # (Bp, 1, Lk, 2E)
             q_bias = torch.einsum("bhqd,hd->bhq", q, b)[..., None]  # (B, H, Lq, 1)
             ones_k = torch.ones_like(kf[..., :1])  # (Bp, 1, Lk, 1)
             if mask is None:

@@ -65,11 +65,11 @@ def test_parameter_count_formula():
     assert isinstance(term, MusicRelative) and term.num_features == 2 * (d + 2)
 
 
-@pytest.mark.parametrize("norm_first", [True, False], ids=["pre-norm", "post-norm"])
-def test_reference_and_sdpa_backends_agree_float64(norm_first):
+@pytest.mark.parametrize("norm_layout", ["pre", "post", "official"])
+def test_reference_and_sdpa_backends_agree_float64(norm_layout):
     torch.manual_seed(0)
-    ref = RIPOTransformer(RIPOConfig(**TINY, attention_backend="reference", norm_first=norm_first)).double().eval()
-    fast = RIPOTransformer(RIPOConfig(**TINY, attention_backend="sdpa", norm_first=norm_first)).double().eval()
+    ref = RIPOTransformer(RIPOConfig(**TINY, attention_backend="reference", norm_layout=norm_layout)).double().eval()
+    fast = RIPOTransformer(RIPOConfig(**TINY, attention_backend="sdpa", norm_layout=norm_layout)).double().eval()
     fast.load_state_dict(ref.state_dict())
     pitch, duration = _batch()
     out_r = ref(pitch, duration)

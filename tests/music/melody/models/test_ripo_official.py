@@ -54,7 +54,7 @@ PE_ROWS = 5000  # Music_PositionalEncoding(max_len=5000)
 def official_config(**overrides) -> RIPOConfig:
     """The ``RIPOConfig`` an official checkpoint converts to, tiny unless overridden."""
     base = dict(dim=16, num_heads=2, depth=2, ff_dim=32, max_len=11, pitch_vocab=128, duration_vocab=17,
-                norm_first=False, attention_input_norm=True, dropout=0.0)
+                norm_layout="official", dropout=0.0)
     return RIPOConfig(**(base | overrides))
 
 
@@ -74,8 +74,9 @@ def official_angles(base: float, d: int) -> torch.Tensor:
     return (1 / torch.pow(base, (2 * (i // 2)) / d))[None]
 
 
-def official_state_dict(cfg: RIPOConfig, *, seed: int = 0, attention: str = "rgl_rel_pitch_dur") -> dict:
-    """Random values in the official layout for ``cfg``, float64; angles tied per pair (as initialised)."""
+def official_state_dict(cfg: RIPOConfig, *, seed: int = 0, attention: str = "rgl_rel_pitch_dur", tied: bool = False) -> dict:
+    """Random values in the official layout for ``cfg``, float64; sin and cos angles drifted apart, as
+    in any trained checkpoint (``tied=True``: equal per pair, as initialised)."""
     g = torch.Generator().manual_seed(seed)
     d = cfg.dim
     size = {"d": d, "2d": 2 * d, "f": cfg.ff_dim, "e": cfg.max_len + 1, "h": d // cfg.num_heads,
@@ -96,9 +97,10 @@ def official_state_dict(cfg: RIPOConfig, *, seed: int = 0, attention: str = "rgl
         sd[key] = torch.randn(shape, generator=g, dtype=torch.float64) / math.sqrt(shape[-1])
     if cfg.embedding == "fme":
         for attr, base in (("pitch", 9919.0), ("dur", 7920.0)):
-            jitter = 1 + 0.5 * torch.rand(d // 2, generator=g, dtype=torch.float64)  # as if trained, but tied
-            pairs = official_angles(base, d)[0, 0::2].double() * jitter  # (d/2,)
-            sd[f"{attr}_embedding.angles"] = pairs.repeat_interleave(2)[None]  # (1, d) [w0, w0, w1, w1, ...]
+            jitter = 1 + 0.5 * torch.rand(d // 2 if tied else d, generator=g, dtype=torch.float64)  # as if trained
+            if tied:
+                jitter = jitter.repeat_interleave(2)  # (d,) [j0, j0, j1, j1, ...]
+            sd[f"{attr}_embedding.angles"] = (official_angles(base, d)[0].double() * jitter)[None]  # (1, d)
             sd[f"{attr}_embedding.translation_bias"] = torch.rand(1, d, generator=g, dtype=torch.float64)
     return sd
 
@@ -231,13 +233,13 @@ def test_parity_with_official_forward(variant, backend):
 
 
 def test_attention_input_norm_is_required():
-    """The official inner norm1 changes the function: the same weights without attention_input_norm compute
-    the official network minus that norm1, not the official one, so the converter refuses that config."""
+    """The official inner norm1 changes the function: the same weights without it compute the official
+    network minus that norm1, not the official one, so the converter refuses any other norm layout."""
     cfg = official_config()
     sd = official_state_dict(cfg)
-    exact = converted_model(cfg, sd)
-    plain = RIPOTransformer(dataclasses.replace(cfg, attention_input_norm=False)).double().eval()
-    plain.load_state_dict(exact.state_dict(), strict=True)  # same keys: the option adds no parameter
+    plain = converted_model(cfg, sd)
+    for block in plain.blocks:
+        block.attention_input_norm = False
     pitch, dur = melodies()
     with torch.no_grad():
         ours, _ = plain(pitch, dur)
@@ -246,14 +248,31 @@ def test_attention_input_norm_is_required():
     valid = pitch != 0
     assert (ours[valid] - official[valid]).abs().max() > 0.05
     torch.testing.assert_close(ours[valid], without_inner_norm1[valid], rtol=0, atol=1e-6)
-    with pytest.raises(ValueError, match=r"attention_input_norm=False \(every official layer computes "
-                                         r"norm1\(x \+ attn\(norm1\(x\)\)\).*set attention_input_norm=True"):
-        convert_official(sd, plain)
+    for layout in ("pre", "post"):
+        with pytest.raises(ValueError, match=rf"norm_layout='{layout}' \(the official network is norm_layout='official'"):
+            convert_official(sd, RIPOTransformer(dataclasses.replace(cfg, norm_layout=layout)).double())
 
 
-def test_attention_input_norm_needs_post_norm():
-    with pytest.raises(ValueError, match="attention_input_norm=True needs norm_first=False"):
-        RIPOConfig(attention_input_norm=True)
+def test_norm_layout_is_checked():
+    with pytest.raises(ValueError, match="norm_layout must be 'pre', 'post' or 'official'"):
+        RIPOConfig(norm_layout="postnorm")
+    with pytest.raises(ValueError, match="relative_dim must be None"):
+        official_config(relative_dim=8)
+
+
+def test_drifted_and_tied_angles_both_convert_exactly():
+    """Trained official FMEs have different sin and cos frequencies; initialised ones equal: both exact."""
+    cfg = official_config()
+    pitch, dur = melodies()
+    valid = pitch != 0
+    for tied in (False, True):
+        sd = official_state_dict(cfg, tied=tied)
+        assert torch.equal(sd["pitch_embedding.angles"][0, 0::2], sd["pitch_embedding.angles"][0, 1::2]) == tied
+        with torch.no_grad():
+            ours = converted_model(cfg, sd)(pitch, dur)
+        theirs = official_forward(sd, cfg, pitch, dur)
+        for a, b in zip(ours, theirs):
+            torch.testing.assert_close(a[valid], b[valid], rtol=0, atol=1e-6)
 
 
 def test_converted_tensors_are_the_expected_products():
@@ -269,14 +288,15 @@ def test_converted_tensors_are_the_expected_products():
             w1, b1 = sd[f"{theirs}_senn.weight"], sd[f"{theirs}_senn.bias"]
             torch.testing.assert_close(out[f"{dst}proj.{ours}.weight"], w2 @ w1)
             torch.testing.assert_close(out[f"{dst}proj.{ours}.bias"], w2 @ b1 + b2)
-            assert torch.equal(out[f"{dst}fms.{ours}.frequencies"], sd[f"{theirs}_embedding.angles"][0, 0::2])
+            assert f"{dst}fms.{ours}.frequencies" not in out  # tied to the token FMEs, read from there
             if ours == "pitch":
                 torch.testing.assert_close(out[dst + "nonquant.pitch"], w2 @ (w1 @ e + b1) + b2)
         assert torch.equal(out[f"blocks.{i}.attn.position.0.weight"], sd[src + "E"])
         assert torch.equal(out[f"blocks.{i}.attn.q_proj.weight"], sd[src + "Wq.weight"])
         assert torch.equal(out[f"blocks.{i}.attn.out_proj.bias"], sd[src + "fc.bias"])
         assert torch.equal(out[f"blocks.{i}.ff.3.weight"], sd[f"transformer_encoder.layers.{i}.linear2.weight"])
-    assert torch.equal(out["pitch_fme.frequencies"], sd["pitch_embedding.angles"][0, 1::2])
+    assert torch.equal(out["pitch_fme.frequencies"], sd["pitch_embedding.angles"][0])  # one per component
+    assert model.blocks[1].attn.position[1].shift_module("onset") is model.duration_fme
     assert torch.equal(out["duration_fme.bias"], sd["dur_embedding.translation_bias"][0])
     assert torch.equal(out["pitch_special.weight"], sd["pitch_embedding_supplement.weight"])
     assert torch.equal(out["global_onset.frequencies"], official_angles(10001, cfg.dim)[0, 0::2].double())
@@ -285,9 +305,9 @@ def test_converted_tensors_are_the_expected_products():
 
 def test_published_layout_and_config():
     """The full-size official layout (60 keys, float32 as saved) converts into
-    RIPOConfig(pitch_vocab=128, max_len=245, norm_first=False, attention_input_norm=True) and computes the
+    RIPOConfig(pitch_vocab=128, max_len=245, norm_layout="official") and computes the
     official forward in float32."""
-    cfg = RIPOConfig(pitch_vocab=128, max_len=245, norm_first=False, attention_input_norm=True)
+    cfg = RIPOConfig(pitch_vocab=128, max_len=245, norm_layout="official")
     sd = {k: v.float() for k, v in official_state_dict(cfg).items()}
     assert len(sd) == 60 and sd["transformer_encoder.layers.1.self_attn.E"].shape == (246, 32)
     model = RIPOTransformer(cfg).eval()
@@ -304,12 +324,11 @@ def test_published_layout_and_config():
 def test_load_official_reads_the_training_scripts_file(tmp_path):
     """main_train.py saves ``torch.save(model.state_dict(), "best_loss.pth")``: a bare float32 state dict."""
     tiny = dict(dim=16, depth=2, num_heads=2, ff_dim=32)
-    cfg = RIPOConfig(pitch_vocab=128, max_len=245, norm_first=False, attention_input_norm=True, **tiny)
+    cfg = RIPOConfig(pitch_vocab=128, max_len=245, norm_layout="official", **tiny)
     sd = {k: v.float() for k, v in official_state_dict(cfg).items()}
     torch.save(sd, tmp_path / "best_loss.pth")
     model = zoo.load_official(
-        "ripo_transformer", tmp_path / "best_loss.pth", pitch_vocab=128, max_len=245, norm_first=False,
-        attention_input_norm=True, **tiny,
+        "ripo_transformer", tmp_path / "best_loss.pth", pitch_vocab=128, max_len=245, norm_layout="official", **tiny,
     ).eval()
     assert model.config == dataclasses.replace(cfg, dropout=model.config.dropout)
     pitch, dur = melodies()
@@ -321,9 +340,9 @@ def test_load_official_reads_the_training_scripts_file(tmp_path):
         assert a.dtype == torch.float32
         torch.testing.assert_close(a[valid].double(), b[valid], rtol=0, atol=1e-5)
         assert b[valid].abs().max() > 0.5
-    with pytest.raises(ValueError, match="cannot convert to ripo_transformer: .*attention_input_norm=False"):
+    with pytest.raises(ValueError, match="cannot convert to ripo_transformer: .*norm_layout='post'"):
         zoo.load_official("ripo_transformer", tmp_path / "best_loss.pth", pitch_vocab=128, max_len=245,
-                          norm_first=False, **tiny)
+                          norm_layout="post", **tiny)
 
 
 # ----------------------------------------------------------------------------------------- refusals
@@ -334,10 +353,6 @@ def _refusal(edit, *, cfg=None, match):
     with pytest.raises(ValueError, match=match):
         convert_official(sd, RIPOTransformer(cfg).double())
 
-
-def _drift(sd):
-    sd["dur_embedding.angles"] = sd["dur_embedding.angles"].clone()
-    sd["dur_embedding.angles"][0, 5] += 1e-3  # cos frequency of pair 2
 
 
 REFUSALS = {
@@ -350,8 +365,6 @@ REFUSALS = {
     "not-a-tensor": (lambda sd: sd.__setitem__("pitch_ffn.bias", [0.0] * 128), r"not tensors: \['pitch_ffn\.bias'\]"),
     "ddp-prefix": (lambda sd: sd.__setitem__("module.pitch_ffn.bias", sd.pop("pitch_ffn.bias")),
                    r"missing keys: \['pitch_ffn\.bias'\].*module\.pitch_ffn\.bias.*strip the DDP 'module\.' prefix"),
-    "drifted-frequencies": (_drift, r"dur_embedding\.angles: sin and cos frequencies differ in 1 of 8 pairs "
-                                    r"\(max \|difference\| 0\.001\).*one\s+per component"),
     "edited-index-encoding": (lambda sd: sd["pos_encoder.pe"].add_(1e-3), r"pos_encoder\.pe.*0\.001"),
 }
 
@@ -363,8 +376,8 @@ def test_refusals_name_the_key(case):
 
 
 CONFIG_REFUSALS = {
-    "norm_first": (dict(norm_first=True, attention_input_norm=False), "norm_first=True"),
-    "attention_input_norm": (dict(attention_input_norm=False), r"attention_input_norm=False \(every official layer"),
+    "pre-norm": (dict(norm_layout="pre"), "norm_layout='pre'"),
+    "post-norm": (dict(norm_layout="post"), "norm_layout='post'"),
     "max_len": (dict(max_len=16), r"self_attn\.E: expected \(17, 8\), got \(12, 8\)"),
     "pitch_vocab": (dict(pitch_vocab=131), r"pitch_ffn\.weight: expected \(131, 16\), got \(128, 16\)"),
     "heads": (dict(num_heads=4), r"self_attn\.E: expected \(12, 4\), got \(12, 8\)"),
@@ -373,7 +386,6 @@ CONFIG_REFUSALS = {
                        r"unexpected keys: .*pitch_embedding\.angles.*use embedding='fme'"),
     "no-relative-index": (dict(relative_index=False), r"unexpected keys: .*self_attn\.E"),
     "fme-without-onset-term": (dict(relative_onset=False), "relative_pitch=relative_onset=onset_encoding=True"),
-    "relative_dim": (dict(relative_dim=8), "relative_dim=8"),
     "bar_length": (dict(bar_length=3.0), "bar_length=3.0"),
     "duration_step": (dict(duration_step=0.125), "duration_step=0.125"),
 }

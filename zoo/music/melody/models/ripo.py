@@ -16,15 +16,16 @@ duration (melody completion).
 
 Differences from the official code, and why:
 
-* Pre-norm blocks with a final LayerNorm by default; ``norm_first=False`` gives post-norm layers
-  like the official ones, and ``attention_input_norm=True`` adds their quirk: the attention reads
-  ``norm1(x)``, ``norm1(x + attn(norm1(x)))``, an artefact of editing PyTorch's post-norm layer
-  (needed to load official weights, :func:`convert_official`). On the folk melodies pre- and
-  post-norm train alike.
+* Pre-norm blocks with a final LayerNorm by default (``norm_layout="pre"``); ``"post"`` gives
+  post-norm layers, and ``"official"`` the official network exactly (:func:`convert_official`):
+  post-norm layers whose attention reads ``norm1(x)`` -- ``norm1(x + attn(norm1(x)))``, an artefact
+  of editing PyTorch's post-norm layer -- FME frequencies one per sin / cos component, and every
+  layer's relative FMS tied to the token FMEs. On the folk melodies pre- and post-norm train alike.
 * Attention runs on the core with ``backend="sdpa"`` by default: the pitch / onset terms enter as
   extra q/k feature columns (exact, O(L) memory) instead of the official (B, L, L, d) tensors;
   ``attention_backend="reference"`` gives the materialized form.
-* Each layer's relative terms own their FMS frequencies (see ``positions/music.py``).
+* Outside ``"official"``, each layer's relative terms own their FMS frequencies, one per sin / cos
+  pair (the paper's formula; see ``positions/music.py``).
 """
 
 from __future__ import annotations
@@ -74,9 +75,10 @@ class RIPOConfig:
     pitch_base: float = PITCH_BASE
     duration_base: float = DURATION_BASE
     attention_backend: str = "sdpa"  # runtime only: never saved (zoo.hub.config)
-    norm_first: bool = True  # pre-norm blocks + final LayerNorm; False = the official post-norm layers
-    # post-norm layers (norm_first=False) also feed norm1(x) to attention, as the official RIPO layers do
-    attention_input_norm: bool = False
+    # "pre": pre-norm blocks + final LayerNorm (ours); "post": post-norm layers; "official": the official
+    # RIPO network exactly -- post-norm layers whose attention also reads norm1(x), FME frequencies one
+    # per sin / cos component, and every layer's relative FMS tied to the token FMEs
+    norm_layout: str = "pre"
 
     def __post_init__(self) -> None:
         if self.embedding not in ("fme", "learned"):
@@ -87,11 +89,14 @@ class RIPOConfig:
             raise ValueError(f"RIPOConfig: dim must be even for the sinusoidal embeddings, got {self.dim}")
         if self.pitch_vocab <= PITCH_OFFSET or self.duration_vocab < 2:
             raise ValueError("RIPOConfig: pitch_vocab must exceed 3 and duration_vocab must be >= 2")
-        if self.attention_input_norm and self.norm_first:
-            raise ValueError(
-                "RIPOConfig: attention_input_norm=True needs norm_first=False (it adds the official post-norm "
-                "layers' norm1 before attention; pre-norm blocks already normalize the attention input)"
-            )
+        if self.norm_layout not in ("pre", "post", "official"):
+            raise ValueError(f"RIPOConfig.norm_layout must be 'pre', 'post' or 'official', got {self.norm_layout!r}")
+        if self.norm_layout == "official" and self.embedding == "fme" and self.relative_dim not in (None, self.dim):
+            raise ValueError("RIPOConfig: norm_layout='official' ties the relative FMS to the token FME: relative_dim must be None")
+
+    @property
+    def official(self) -> bool:
+        return self.norm_layout == "official"
 
 
 # ----------------------------------------------------------------------------------------- blocks
@@ -108,11 +113,12 @@ def sinusoidal_index(length: int, dim: int, device: torch.device) -> Tensor:
 class RIPOBlock(nn.Module):
     """Decoder block whose attention carries the configured relative terms.
 
-    ``norm_first``: ``x + attn(norm1(x))``, then ``x + ff(norm2(x))``. Post-norm: ``norm1(x + attn(x))``
-    (``norm1(x + attn(norm1(x)))`` with ``attention_input_norm``), then ``norm2(x + ff(x))``.
+    ``pre``: ``x + attn(norm1(x))``, then ``x + ff(norm2(x))``. ``post``: ``norm1(x + attn(x))``
+    (``official``: ``norm1(x + attn(norm1(x)))``), then ``norm2(x + ff(x))``. ``shared_fms``: the
+    token FMEs whose frequencies the official layers' relative terms read.
     """
 
-    def __init__(self, cfg: RIPOConfig) -> None:
+    def __init__(self, cfg: RIPOConfig, shared_fms: dict[str, FundamentalMusicEmbedding] | None = None) -> None:
         super().__init__()
         head_dim = cfg.dim // cfg.num_heads
         terms: list[nn.Module] = []
@@ -124,6 +130,7 @@ class RIPOBlock(nn.Module):
                     head_dim, cfg.num_heads, cfg.relative_dim or cfg.dim,
                     pitch=cfg.relative_pitch, onset=cfg.relative_onset,
                     pitch_base=cfg.pitch_base, onset_base=cfg.duration_base,
+                    per_component_frequencies=cfg.official, shared_fms=shared_fms,
                 )
             )
         self.norm1 = nn.LayerNorm(cfg.dim)
@@ -136,8 +143,8 @@ class RIPOBlock(nn.Module):
         )
         self.drop = nn.Dropout(cfg.dropout)
 
-        self.norm_first = cfg.norm_first
-        self.attention_input_norm = cfg.attention_input_norm
+        self.norm_first = cfg.norm_layout == "pre"
+        self.attention_input_norm = cfg.official
 
     def forward(self, x: Tensor, mask: Tensor, context: dict[str, Tensor]) -> Tensor:
         if self.norm_first:
@@ -160,9 +167,9 @@ class RIPOTransformer(nn.Module):
         super().__init__()
         self.config = cfg = config
         if cfg.embedding == "fme":
-            self.pitch_fme = FundamentalMusicEmbedding(cfg.dim, cfg.pitch_base)
+            self.pitch_fme = FundamentalMusicEmbedding(cfg.dim, cfg.pitch_base, per_component=cfg.official)
             self.pitch_special = nn.Embedding(PITCH_OFFSET, cfg.dim)  # pad, rest, sustain
-            self.duration_fme = FundamentalMusicEmbedding(cfg.dim, cfg.duration_base)
+            self.duration_fme = FundamentalMusicEmbedding(cfg.dim, cfg.duration_base, per_component=cfg.official)
             self.duration_special = nn.Embedding(1, cfg.dim)  # pad
             for emb in (self.pitch_special, self.duration_special):
                 nn.init.uniform_(emb.weight, -0.1, 0.1)
@@ -176,8 +183,12 @@ class RIPOTransformer(nn.Module):
             self.modulo_onset = FundamentalMusicEmbedding(cfg.dim, TIMING_BASE, trainable_frequencies=False, bias=False)
         self.fusion = nn.Linear(2 * cfg.dim, cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(RIPOBlock(cfg) for _ in range(cfg.depth))
-        self.norm = nn.LayerNorm(cfg.dim) if cfg.norm_first else nn.Identity()
+        shared = None
+        if cfg.official and cfg.embedding == "fme":
+            # the official relative terms read the token FMEs' frequencies (pitch; onset from duration)
+            shared = {"pitch": self.pitch_fme, "onset": self.duration_fme}
+        self.blocks = nn.ModuleList(RIPOBlock(cfg, shared) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.dim) if cfg.norm_layout == "pre" else nn.Identity()
         self.pitch_head = nn.Linear(cfg.dim, cfg.pitch_vocab)
         self.duration_head = nn.Linear(cfg.dim, cfg.duration_vocab)
         for head in (self.pitch_head, self.duration_head):
@@ -350,12 +361,10 @@ def _official_layout(cfg: RIPOConfig) -> tuple[dict[str, tuple[int, ...]], set[s
 def _check_official_config(cfg: RIPOConfig) -> None:
     """Raise unless ``cfg`` computes what an official checkpoint computes (see :func:`convert_official`)."""
     problems = []
-    if cfg.norm_first:
-        problems.append("norm_first=True (the official layers are post-norm, without a final LayerNorm)")
-    if not cfg.attention_input_norm:
+    if cfg.norm_layout != "official":
         problems.append(
-            "attention_input_norm=False (every official layer computes norm1(x + attn(norm1(x))): its self-attention "
-            "reads norm1(x); set attention_input_norm=True with norm_first=False)"
+            f"norm_layout={cfg.norm_layout!r} (the official network is norm_layout='official': post-norm layers that "
+            "compute norm1(x + attn(norm1(x))), FME frequencies one per component, relative FMS tied to the token FMEs)"
         )
     if cfg.relative_dim not in (None, cfg.dim):
         problems.append(f"relative_dim={cfg.relative_dim} (the official FMS has d_model entries: use None)")
@@ -375,19 +384,6 @@ def _check_official_config(cfg: RIPOConfig) -> None:
         problems.append(f"bar_length={cfg.bar_length} (the official modulo timing is onset % 4)")
     if problems:
         raise ValueError("convert_official: the model config cannot hold the official network: " + "; ".join(problems))
-
-
-def _tied_frequencies(sd: dict[str, Tensor], key: str, problems: list[str]) -> Tensor:
-    """The ``(d/2,)`` pair frequencies of an official ``(1, d)`` per-component ``angles``, if they are tied."""
-    angles = sd[key].reshape(-1)  # (d,) [sin_0, cos_0, sin_1, cos_1, ...]
-    sin_f, cos_f = angles[0::2], angles[1::2]  # (d/2,) each
-    if not torch.equal(sin_f, cos_f):
-        gap = (sin_f.double() - cos_f.double()).abs()  # (d/2,)
-        problems.append(
-            f"{key}: sin and cos frequencies differ in {int((gap > 0).sum())} of {gap.numel()} pairs "
-            f"(max |difference| {gap.max().item():.3g})"
-        )
-    return sin_f
 
 
 def _fold(outer: str, inner: str, sd: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -423,26 +419,26 @@ def convert_official(state_dict: dict[str, Tensor], model: RIPOTransformer) -> d
         "mha" / "rgl_vanilla" attentions lack the *_relnn keys, "mha" also E.
 
     What it does per key: renames the heads, fusion, norms, q/k/v/out and feed-forward Linears and
-    the special-token tables; ``angles (1, d)`` -> ``frequencies (d/2,)`` (the sin entries, after
-    checking the cos entries equal them) and ``translation_bias (1, d)`` -> ``bias (d,)``; copies
-    the tied pitch / duration frequencies into every layer's ``fms.pitch`` / ``fms.onset`` (official
-    onset differences are in quarter notes, like ours); folds ``{pitch,dur}_relnn . {pitch,dur}_senn``
+    the special-token tables; ``angles (1, d)`` -> ``frequencies (d,)`` (one per component, as there)
+    and ``translation_bias (1, d)`` -> ``bias (d,)``; the relative terms read those same token FMEs
+    (``norm_layout="official"`` ties them; official onset differences are in quarter notes, like
+    ours); folds ``{pitch,dur}_relnn . {pitch,dur}_senn``
     into ``proj.{pitch,onset}`` (``W = W2 W1``, ``b = W2 b1 + b2``, float64); maps the shared
     non-quantifiable vector ``e`` into each layer's head space, ``nonquant.pitch = W2 (W1 e + b1) + b2``;
     copies ``E`` as ``position.<i>.weight`` (identical row order when ``max_len = rows - 1``); sets the
     fixed timing frequencies to the official float32 ``1 / 10001 ** (2 (i // 2) / d)``; checks ``pe``
     against :func:`sinusoidal_index` and drops it; drops the unused ``*_relnn`` of the baselines.
 
-    The model config must be (:func:`_check_official_config`): ``norm_first=False`` with
-    ``attention_input_norm=True`` (every official layer computes ``norm1(x + attn(norm1(x)))``),
+    The model config must be (:func:`_check_official_config`): ``norm_layout="official"``
+    (every official layer computes ``norm1(x + attn(norm1(x)))``),
     ``max_len=245`` (246 ``E`` rows), ``pitch_vocab=128``, ``duration_vocab=17``, ``relative_dim=None``,
     ``duration_step=0.25``, ``bar_length=4``, and for an FME checkpoint ``embedding="fme"`` with
     ``relative_index``, ``relative_pitch``, ``relative_onset``, ``onset_encoding`` on; for the
     baselines ``embedding="learned"``, no pitch / onset terms or onset encoding, ``relative_index``
     as ``E`` is present. I.e. an official RIPO checkpoint is
-    ``RIPOConfig(pitch_vocab=128, max_len=245, norm_first=False, attention_input_norm=True)`` (the
+    ``RIPOConfig(pitch_vocab=128, max_len=245, norm_layout="official")`` (the
     other defaults are the official RIPO sizes): ``zoo.load_official("ripo_transformer", "best_loss.pth",
-    pitch_vocab=128, max_len=245, norm_first=False, attention_input_norm=True)``, and the baselines
+    pitch_vocab=128, max_len=245, norm_layout="official")``, and the baselines
     the same overrides of ``"ripo_music_transformer_baseline"`` / ``"ripo_vanilla_baseline"``.
     ``dropout``, ``attention_backend`` and the FME bases (initial values only) are free. The state
     dict records neither ``attention_conf`` nor ``position_encoding_conf``: the settings above are
@@ -450,17 +446,16 @@ def convert_official(state_dict: dict[str, Tensor], model: RIPOTransformer) -> d
 
     The converted model computes the official network: on the published config with random
     weights, float32 logits agree with a float64 re-implementation of the official forward to
-    2.4e-6 (the same weights without ``attention_input_norm``: 3.1), at every non-pad position of
+    2.4e-6 (the same weights without the inner ``norm1``: 3.1), at every non-pad position of
     end-padded melodies. Pad *query* positions differ and are never compared: the official onset
     term sees ``FMS(0)`` for pairs touching a pad (ours the true onset difference), and its
     ``key_padding_mask[:, None, :, None]`` masks pad query rows instead of pad keys (ours masks pad
     keys; the same for non-pad queries when the padding is at the end, as the official data has it).
 
     Refusals (``ValueError``, naming the keys or options): a config other than the above; missing /
-    unexpected keys and wrong shapes; a ``pe`` that is not the index sinusoid; ``angles`` whose sin
-    and cos frequencies differ -- any trained official checkpoint, whose sin and cos entries got
-    different gradients (ours keep one per pair; representing them needs ``d`` instead of ``d/2``
-    frequencies per FME / FMS, and twice the key columns in ``MusicRelative.qk_features``).
+    unexpected keys and wrong shapes; a ``pe`` that is not the index sinusoid. Trained checkpoints,
+    whose sin and cos frequencies drifted apart, convert exactly (``"official"`` keeps ``d`` frequencies
+    per FME; ``MusicRelative.qk_features`` then uses twice the key columns).
     """
     cfg = model.config
     _check_official_config(cfg)
@@ -502,10 +497,9 @@ def convert_official(state_dict: dict[str, Tensor], model: RIPOTransformer) -> d
             f"convert_official: pos_encoder.pe is not the index sinusoid our model computes (max |difference| "
             f"{pe_gap:.3g} > {_OFFICIAL_PE_ATOL}); an edited index encoding has no place in RIPOTransformer"
         )
-    problems: list[str] = []
     out: dict[str, Tensor] = {}
     if cfg.embedding == "fme":
-        freq = {a: _tied_frequencies(sd, f"{a}_embedding.angles", problems) for a in ("pitch", "dur")}
+        freq = {a: sd[f"{a}_embedding.angles"][0] for a in ("pitch", "dur")}  # (d,) one per component
         out["pitch_fme.frequencies"] = freq["pitch"]
         out["pitch_fme.bias"] = sd["pitch_embedding.translation_bias"][0]
         out["pitch_special.weight"] = sd["pitch_embedding_supplement.weight"]
@@ -515,12 +509,6 @@ def convert_official(state_dict: dict[str, Tensor], model: RIPOTransformer) -> d
     else:
         out["pitch_embedding.weight"] = sd["pitch_embedding.weight"]
         out["duration_embedding.weight"] = sd["dur_embedding.weight"]
-    if problems:
-        raise ValueError(
-            "convert_official: these official weights have no exact equivalent in our model: " + "; ".join(problems)
-            + ". Our FundamentalMusicEmbedding / MusicRelative keep one frequency per sin/cos pair; these need one "
-            "per component (d instead of d/2 frequencies, twice the key columns in MusicRelative.qk_features)"
-        )
     if cfg.onset_encoding:
         # the official Music_PositionalEncoding keeps these as plain attributes (not in its state dict)
         i = torch.arange(cfg.dim)
@@ -544,7 +532,6 @@ def convert_official(state_dict: dict[str, Tensor], model: RIPOTransformer) -> d
             elif isinstance(term, MusicRelative):
                 for attr, theirs in (("pitch", "pitch"), ("onset", "dur")):
                     w, b = _fold(f"{src}self_attn.{theirs}_relnn", f"{theirs}_senn", sd)  # (H*D, d), (H*D,)
-                    out[f"{term_key}fms.{attr}.frequencies"] = freq[theirs]
                     out[f"{term_key}proj.{attr}.weight"], out[f"{term_key}proj.{attr}.bias"] = w, b
                     if attr == "pitch":
                         e = sd["relative_pitch_embedding_supplement.weight"][0].double()  # (d,)
