@@ -1,0 +1,25 @@
+"""Anti-spoofing tests run single-threaded (tiny convolutions on a shared 2-core machine), on one tiny
+corpus written by the offline generator in the real ASVspoof 2019 LA layout (flac + CM protocols)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from zoo.speech.antispoofing.data import write_synthetic_asvspoof2019
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """4 training bona fide utterances (+ 2 per attack A01-A04), dev and eval likewise, 0.5-0.7 s each."""
+    return write_synthetic_asvspoof2019(tmp_path_factory.mktemp("asvspoof2019_la"), bonafide=4, seconds=(0.5, 0.7))
