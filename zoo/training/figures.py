@@ -21,6 +21,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor
 
 __all__ = [
+    "pyplot",
     "FigureCallback",
     "ConfusionMatrixFigure",
     "MisclassifiedFigure",
@@ -37,7 +38,8 @@ def run_dir(trainer: pl.Trainer) -> Path:
     return out
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the headless Agg backend (figure callbacks run on servers)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,7 +121,7 @@ class MisclassifiedFigure(FigureCallback):
 
 def plot_confusion_matrix(matrix: Tensor, class_names: list[str], path: str | Path) -> Path:
     """Row-normalized confusion matrix (true class per row) with counts, as a PNG."""
-    plt = _pyplot()
+    plt = pyplot()
     m = matrix.double()
     rates = m / m.sum(dim=1, keepdim=True).clamp_min(1)
     n = len(class_names)
@@ -150,7 +152,7 @@ def plot_misclassified(
     path: str | Path,
 ) -> Path:
     """A grid of wrongly classified test images (de-normalized), titled ``true -> predicted``."""
-    plt = _pyplot()
+    plt = pyplot()
     cols = max(1, min(6, len(wrong)))
     rows = max(1, math.ceil(len(wrong) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 2.2 * rows), squeeze=False)
