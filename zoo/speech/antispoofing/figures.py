@@ -21,7 +21,7 @@ import pytorch_lightning as pl
 import torch
 from scipy.stats import norm
 
-from zoo.training.figures import FigureCallback, _pyplot
+from zoo.training.figures import FigureCallback, pyplot
 
 from . import metrics as M
 
@@ -85,7 +85,7 @@ def summarize(scores: np.ndarray, labels: np.ndarray, attacks: list[str], seen: 
 
 def plot_det(bona: np.ndarray, spoof: np.ndarray, path: str | Path) -> Path:
     """The DET curve (miss vs false-alarm rate on normal-deviate axes) with its EER point."""
-    plt = _pyplot()
+    plt = pyplot()
     miss, fa, _ = M.det_curve(bona, spoof)
     clip = lambda p: norm.ppf(np.clip(p, 1e-4, 1 - 1e-4))  # noqa: E731
     i = int(np.argmin(np.abs(miss - fa)))
@@ -108,7 +108,7 @@ def plot_det(bona: np.ndarray, spoof: np.ndarray, path: str | Path) -> Path:
 
 def plot_histogram(bona: np.ndarray, spoof: np.ndarray, path: str | Path) -> Path:
     """Histograms of the bona fide and spoof scores on one axis."""
-    plt = _pyplot()
+    plt = pyplot()
     bins = np.linspace(min(bona.min(), spoof.min()), max(bona.max(), spoof.max()) + 1e-9, 40)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.hist(spoof, bins=bins, alpha=0.6, density=True, label=f"spoof ({spoof.size})", color="C3")
