@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,3 +21,21 @@ def seed() -> int:
     random.seed(0)
     torch.manual_seed(0)
     return 0
+
+
+TESTS = Path(__file__).resolve().parent
+#: suites of small convolution / transformer models: on a shared 2-core machine they run many times
+#: faster without intra-op threads fighting over the cores
+SINGLE_THREAD_SUITES = ("vision", "sign", "speech")
+
+
+@pytest.fixture(autouse=True)
+def single_thread(request):
+    path = Path(str(request.node.path)).resolve()
+    if not (path.is_relative_to(TESTS) and path.relative_to(TESTS).parts[0] in SINGLE_THREAD_SUITES):
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

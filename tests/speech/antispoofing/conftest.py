@@ -1,22 +1,13 @@
-"""Anti-spoofing tests run single-threaded (tiny convolutions on a shared 2-core machine), on one tiny
-corpus written by the offline generator in the real ASVspoof 2019 LA layout (flac + CM protocols)."""
+"""Anti-spoofing tests share one tiny corpus written by the offline generator in the real ASVspoof 2019
+LA layout (flac + CM protocols). They run single-threaded (``tests/conftest.py``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import torch
 
 from zoo.speech.antispoofing.data import write_synthetic_asvspoof2019
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
