@@ -46,7 +46,8 @@ def test_shapes_and_relative_tables():
     assert model.head.weight is model.embed.weight
     d, f, v, layers, h = 32, 64, 133, 2, 4
     per_layer = 4 * (d * d + d) + 2 * 2 * d + (d * f + f + f * d + d) + h * 9 * (d // h)
-    assert sum(p.numel() for p in model.parameters()) == v * d + layers * per_layer + 2 * d
+    voices, bar = model.config.num_voices, model.config.steps_per_bar  # 4 and 16 in the demo config
+    assert sum(p.numel() for p in model.parameters()) == v * d + (voices + bar) * d + layers * per_layer + 2 * d
     with pytest.raises(ValueError, match="tokens must have shape"):
         model(torch.zeros(5, dtype=torch.long))
 
