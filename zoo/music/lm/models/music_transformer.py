@@ -100,11 +100,10 @@ CONFIGS: dict[str, MusicTransformerConfig] = {
         max_distance=1024, max_len=2048,
     ),
     # The shipped chorale checkpoint: the JSB architecture scaled to what CPU training affords,
-    # on the hold-token chorale vocabulary. The shipped weights predate the voice and metric
-    # embeddings; configs/music/lm/music_transformer_chorales.yaml trains its successor with them on.
+    # on the hold-token chorale vocabulary, with voice and metric embeddings (see the docstring).
     "music_transformer_chorales": MusicTransformerConfig(
         vocab_size=133, tokenizer="chorale", num_layers=4, d_model=192, num_heads=6, d_ff=512,
-        max_distance=256, max_len=512, dropout=0.1, attn_dropout=0.0,
+        max_distance=256, max_len=512, dropout=0.1, attn_dropout=0.0, num_voices=4, steps_per_bar=16,
     ),
     # `make demo`: trains in a few minutes on 2 CPU cores.
     "music_transformer_demo": MusicTransformerConfig(
