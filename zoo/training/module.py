@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import move_data_to_device
 from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 
@@ -175,7 +176,7 @@ class ZooModule(pl.LightningModule):
         device = next(self.parameters()).device
         try:
             for batch in loader:
-                self.evaluate(_to_device(batch, device), split)
+                self.evaluate(move_data_to_device(batch, device), split)
             if not any(m.update_count for m in metrics.values()):
                 raise ValueError(f"{type(self).__name__}: the evaluation data gave no {split} values (empty or all padding)")
             values = {name: m.compute() for name, m in metrics.items()}
@@ -197,16 +198,6 @@ class ZooModule(pl.LightningModule):
             self.eval_network(), directory, name=self.hparams.model_name, config=self.model.config,
             card=card, metadata=metadata,
         )
-
-
-def _to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, Tensor):
-        return batch.to(device)
-    if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_to_device(v, device) for v in batch)
-    return batch
 
 
 def _batch_size(batch: Any) -> int | None:
