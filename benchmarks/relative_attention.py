@@ -2,7 +2,8 @@
 
     python benchmarks/relative_attention.py            # CUDA: the full table, written to benchmarks/results/
     python benchmarks/relative_attention.py --smoke    # CPU: the same code through Triton's interpreter, tiny sizes
-    python benchmarks/relative_attention.py --compile-report   # no GPU needed: sm_90 registers/spills per config
+    python benchmarks/relative_attention.py --compile-report --default-configs \
+        --out benchmarks/results/relative_attention_compile_sm90.md   # no GPU needed: hinted sm_90 resources
 
 For each length L (default 1K .. 32K) at a fixed number of tokens per batch (B = tokens // L), D = 64,
 bf16, causal and bidirectional, with a shared table of full range (K = L, as in the Music
@@ -60,10 +61,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="markdown output (default: benchmarks/results/"
                    "relative_attention_<device>.md on CUDA, none with --smoke)")
     p.add_argument("--compile-report", action="store_true",
-                   help="compile every autotune config for sm_90 (no GPU needed) and print registers, spills, "
-                        "shared memory and wgmma (HGMMA) counts from cuobjdump")
+                   help="compile every autotune config for sm_90 with a real launch's hints (no GPU needed) and "
+                        "print registers, spills, shared memory, wgmma (HGMMA) counts and tile matmuls per band tile")
     p.add_argument("--default-configs", action="store_true",
                    help="with --compile-report: only the untuned default config of each kernel (quick)")
+    p.add_argument("--dims", type=int, nargs="+", default=[64, 128], help="with --compile-report: head dims")
+    p.add_argument("--dropout", nargs="+", default=["off", "on"], choices=["off", "on"],
+                   help="with --compile-report: kernels without / with dropout")
     p.add_argument("--smoke", action="store_true",
                    help="run on CPU through TRITON_INTERPRET=1 at tiny sizes (checks the code path, not speed)")
     args = p.parse_args(argv)
@@ -302,66 +306,183 @@ def targets(rows: list[dict]) -> list[str]:
     return out or ["- (no cells at the target lengths in this run)"]
 
 
+def count_tile_matmuls() -> dict[str, int]:
+    """Tile matmuls per band tile of the forward and the backward, counted, not asserted.
+
+    Runs the kernels under the Triton interpreter (``TRITON_INTERPRET=1`` must be set before Triton is
+    imported) and counts ``tl.dot`` calls for ``T = 1, 2, 3`` query tiles of ``T`` band tiles each
+    (bidirectional, K = L: every tile is a band tile). A pass costs ``a T^2 + b T + c`` calls (per-tile
+    work, per-program setup, per-call setup), so the second difference ``a`` is the count per band tile.
+    """
+    from triton.runtime import interpreter
+
+    from zoo.core_attention.kernels.relative_attention import triton as rk
+
+    if not rk.INTERPRET:
+        raise RuntimeError("count_tile_matmuls needs TRITON_INTERPRET=1 set before triton is imported")
+    calls = {"n": 0}
+    original = interpreter.InterpreterBuilder.create_dot
+
+    def counting_dot(self, *args, **kwargs):
+        calls["n"] += 1
+        return original(self, *args, **kwargs)
+
+    counts: dict[str, list[int]] = {"forward": [], "backward": []}
+    interpreter.InterpreterBuilder.create_dot = counting_dot
+    try:
+        for tiles in (1, 2, 3):
+            length = tiles * rk.INTERPRETER_BLOCK
+            gen = torch.Generator().manual_seed(tiles)
+            q, k, v = (torch.randn(1, 1, length, 16, generator=gen).requires_grad_() for _ in range(3))
+            weight = torch.randn(2 * length + 1, 16, generator=gen).requires_grad_()  # (R, D), K = L
+            calls["n"] = 0
+            out = rk.relative_attention(q, k, v, weight, length, causal=False)
+            counts["forward"].append(calls["n"])
+            calls["n"] = 0
+            out.backward(torch.ones_like(out))
+            counts["backward"].append(calls["n"])
+    finally:
+        interpreter.InterpreterBuilder.create_dot = original
+    per_tile = {}
+    for name, (c1, c2, c3) in counts.items():
+        second = c3 - 2 * c2 + c1
+        if second % 2:
+            raise RuntimeError(f"{name}: tl.dot counts {c1, c2, c3} are not quadratic in the number of tiles")
+        per_tile[name] = second // 2
+    return per_tile
+
+
+def _tile_matmul_counts() -> dict[tuple[str, bool], int]:
+    """count_tile_matmuls for both q.E variants, in an interpreter subprocess: ``(kernel, CARRY_QE) -> n``."""
+    import subprocess
+
+    code = ("import json, sys; sys.path.insert(0, 'benchmarks'); import relative_attention as b; "
+            "from zoo.core_attention.kernels.relative_attention import triton as rk; out = {}\n"
+            "for carry in (True, False):\n"
+            "    rk.INTERPRETER_CARRY_QE = carry; out[str(carry)] = b.count_tile_matmuls()\n"
+            "print(json.dumps(out))")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, check=True)
+    import json
+
+    found = json.loads(run.stdout.strip().splitlines()[-1])
+    return {(kernel, carry == "True"): n for carry, by in found.items()
+            for kernel, n in (("_fwd_kernel", by["forward"]), ("_bwd_kernel", by["backward"]))}
+
+
+# pointer arguments of the kernels and their element types in the report (the rest: bf16 tensors)
+_POINTERS = {"Q", "K", "V", "E", "KPM", "O", "LSE", "DO", "DELTA", "DQ", "DK", "DV", "DE", "KEEP"}
+_POINTER_TYPES = {"KPM": "*i8", "LSE": "*fp32", "DELTA": "*fp32", "DK": "*fp32", "DV": "*fp32", "DE": "*fp32"}
+# integer arguments that a real launch passes as multiples of 16 (so Triton marks them tt.divisibility=16):
+# the strides of (B, H, L, D) tensors with D >= 16, the table's head stride, and lengths that are multiples
+# of 16 (the benchmark's 1K .. 32K, LEN_BUCKET always); OFF = Lk - Lq = 0 in training
+_DIVISIBLE_INTS = {"s_qb", "s_qh", "s_ql", "s_kb", "s_kh", "s_kl", "s_vb", "s_vh", "s_vl", "s_eh",
+                   "Lq", "Lk", "OFF", "LEN_BUCKET"}
+
+
+def hinted_source(fn, constants: dict):
+    """``ASTSource`` for an ahead-of-time compile with the specialization of a real launch: 16-byte
+    aligned pointers and the divisible integers above carry ``tt.divisibility = 16``, as Triton's
+    launcher marks them (without the hints the compiler assumes unaligned, unvectorizable accesses)."""
+    from triton.compiler import ASTSource
+
+    sig, attrs = {}, {}
+    for i, name in enumerate(fn.arg_names):
+        if name in constants:
+            sig[name] = "constexpr"
+        elif name in _POINTERS:
+            sig[name] = _POINTER_TYPES.get(name, "*bf16")
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        elif "scale" in name or name == "dropout_p":
+            sig[name] = "fp32"
+        else:
+            sig[name] = "i32"
+            if name in _DIVISIBLE_INTS:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    return ASTSource(fn, sig, constants, attrs=attrs)
+
+
 def compile_report(args: argparse.Namespace) -> str:
-    """Resource usage of each autotune config, compiled ahead of time for an H100 (sm_90)."""
+    """Resource usage of each launch config, compiled ahead of time for an H100 / H200 (sm_90a) with
+    the hints of a real launch: registers and spills from ptxas -v, shared memory from Triton,
+    wgmma count from the SASS (HGMMA instructions), tile matmuls per band tile counted in the interpreter."""
     import re
     import subprocess
     import tempfile
 
     import triton
     from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
 
     from zoo.core_attention.kernels.relative_attention import triton as rk
 
     tools = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
-    pointer = {"KPM": "*i8", "LSE": "*fp32", "DELTA": "*fp32", "DE": "*fp32"}  # the rest: bf16 tensors
-    tensors = {"Q", "K", "V", "E", "KPM", "O", "LSE", "DO", "DELTA", "DQ", "DK", "DV", "DE"}
-    kernels = [(rk._fwd_kernel, rk._FWD_CONFIGS), (rk._bwd_dkdv_kernel, rk._DKDV_CONFIGS),
-               (rk._bwd_dq_kernel, rk._DQ_CONFIGS)]
-    if args.default_configs:
-        kernels = [(fn, [rk._DEFAULT_CONFIGS[fn.__name__]]) for fn, _ in kernels]
-    lines = ["| kernel | causal | BLOCK | CARRY_QE | warps | stages | regs | spill bytes | shared KiB | HGMMA |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
-    for fn, configs in kernels:
-        for mode in args.modes:
-            for cfg in configs:
-                const = dict(D=args.dim, CAUSAL=mode == "causal", HAS_KPM=False, PRECISION="tf32", **cfg.kwargs)
-                if "SERIAL" in fn.arg_names:
-                    const["SERIAL"] = False
-                sig = {}
-                for name in fn.arg_names:
-                    if name in const:
-                        sig[name] = "constexpr"
-                    elif name in tensors:
-                        sig[name] = pointer.get(name, "*bf16")
-                    else:
-                        sig[name] = "fp32" if "scale" in name else "i32"
-                compiled = triton.compile(ASTSource(fn, sig, const), target=GPUTarget("cuda", 90, 32),
-                                          options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
-                with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-                    f.write(compiled.asm["cubin"])
-                    f.flush()
-                    usage = subprocess.run([tools / "cuobjdump", "-res-usage", f.name], capture_output=True,
-                                           text=True).stdout
-                    sass = subprocess.run([tools / "cuobjdump", "-sass", f.name], capture_output=True, text=True).stdout
-                found = re.search(r"REG:(\d+).*?STACK:(\d+)", usage, re.S)
-                regs, stack = found.groups() if found else ("?", "?")
-                lines.append(f"| {fn.__name__} | {mode} | {cfg.kwargs['BLOCK']} | {cfg.kwargs.get('CARRY_QE', '-')} | "
-                             f"{cfg.num_warps} | {cfg.num_stages} | {regs} | {stack} | "
-                             f"{compiled.metadata.shared / 1024:.0f} | {sass.count('HGMMA')} |")
-                print(lines[-1], flush=True)
+    matmuls = _tile_matmul_counts()
+    lines = ["| kernel | D | causal | dropout | BLOCK | CARRY_QE | warps | stages | regs | spill stores B | "
+             "spill loads B | shared KiB | wgmma (HGMMA) | tile matmuls / band tile |",
+             "|---|---:|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for fn, configs in ((rk._fwd_kernel, rk._FWD_CONFIGS), (rk._bwd_kernel, rk._BWD_CONFIGS)):
+        for d in args.dims:
+            cfgs = [rk.default_config(fn.__name__, d)] if args.default_configs else configs
+            for mode in args.modes:
+                for dropout in args.dropout:
+                    for cfg in cfgs:
+                        const = dict(D=d, CAUSAL=mode == "causal", HAS_KPM=False, DROPOUT=dropout == "on",
+                                     PRECISION="tf32", **cfg.kwargs)
+                        if "SERIAL" in fn.arg_names:
+                            const["SERIAL"] = False
+                        compiled = triton.compile(hinted_source(fn, const), target=GPUTarget("cuda", 90, 32),
+                                                  options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
+                        with tempfile.TemporaryDirectory() as tmp:
+                            ptx, cubin = Path(tmp) / "k.ptx", Path(tmp) / "k.cubin"
+                            ptx.write_text(compiled.asm["ptx"])
+                            # the flags Triton's own ptxas call uses, with -v
+                            log = subprocess.run([tools / "ptxas", "-lineinfo", "-v", "--regAllocOptLevel=2",
+                                                  "--gpu-name=sm_90a", str(ptx), "-o", str(cubin)],
+                                                 capture_output=True, text=True, check=True).stderr
+                            sass = subprocess.run([tools / "cuobjdump", "-sass", str(cubin)], capture_output=True,
+                                                  text=True, check=True).stdout
+                        regs = re.search(r"Used (\d+) registers", log)
+                        spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
+                        carry = cfg.kwargs["CARRY_QE"]
+                        lines.append(
+                            f"| {fn.__name__} | {d} | {mode} | {dropout} | {cfg.kwargs['BLOCK']} | {carry} | "
+                            f"{cfg.num_warps} | {cfg.num_stages} | {regs.group(1) if regs else '?'} | "
+                            f"{spills.group(1) if spills else '?'} | {spills.group(2) if spills else '?'} | "
+                            f"{compiled.metadata.shared / 1024:.0f} | {len(re.findall(r'HGMMA', sass))} | "
+                            f"{matmuls[(fn.__name__, carry)]} |")
+                        print(lines[-1], flush=True)
     return "\n".join(lines) + "\n"
+
+
+def compile_report_markdown(args: argparse.Namespace, table: str) -> str:
+    import triton
+
+    env = {
+        "target": "sm_90a (H100 / H200), ahead-of-time: Triton's bundled ptxas, no GPU",
+        "torch": torch.__version__, "triton": triton.__version__,
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "python benchmarks/relative_attention.py " + " ".join(sys.argv[1:]),
+    }
+    head = "\n".join(f"- {k}: {v}" for k, v in env.items())
+    return (
+        "# Relative-attention kernel: hinted sm_90 compile report\n\n" + head + "\n\n"
+        "bf16 inputs, no key padding. Compiled with the specialization of a real launch: every pointer "
+        "16-byte aligned and the strides and lengths divisible by 16 (`tt.divisibility = 16`). regs and "
+        "spill bytes from `ptxas -v` with Triton's flags; shared memory from Triton's metadata; wgmma = "
+        "HGMMA instructions in the SASS (static count); tile matmuls per band tile = `tl.dot` calls per "
+        "band tile, counted in the interpreter (plain attention: forward 2, backward 5).\n\n" + table
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.compile_report:
-        print(f"sm_90 compile report, D = {args.dim}, bf16, triton {__import__('triton').__version__}")
-        report = compile_report(args)
+        print(f"hinted sm_90 compile report, D in {args.dims}, bf16, triton {__import__('triton').__version__}")
+        report = compile_report_markdown(args, compile_report(args))
         if args.out is not None:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(report)
+            print(f"wrote {args.out}")
         return 0
     if args.smoke:
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton's jit is imported

@@ -132,15 +132,19 @@ def test_query_with_no_visible_key_outputs_zero_and_finite_gradients():
     torch.testing.assert_close(out.double(), want, atol=2e-5, rtol=1e-4)
 
 
-def test_deterministic_mode_is_reproducible_and_correct():
+@pytest.mark.parametrize("p", [0.0, 0.25], ids=["no-dropout", "dropout"])
+def test_deterministic_mode_is_reproducible_and_correct(p):
     q, k, v, weight, kpm = make_inputs(1, 2, 35, 35, 16, 9, False, True, True)
     dout = torch.randn_like(q)
-    fn = lambda *t: rk.relative_attention(*t, 9, causal=False, key_padding_mask=kpm)
+    fn = lambda *t: rk.relative_attention(*t, 9, causal=False, key_padding_mask=kpm, dropout_p=p)
+    torch.manual_seed(3)  # with dropout, every call below draws the same seed
     default = grads(fn, q, k, v, weight, dout)
     before = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
+        torch.manual_seed(3)
         first = grads(fn, q, k, v, weight, dout)
+        torch.manual_seed(3)
         second = grads(fn, q, k, v, weight, dout)
     finally:
         torch.use_deterministic_algorithms(before)
@@ -175,7 +179,7 @@ def test_matches_the_attention_core():
     [
         ("explicit-positions", r"needs default \(contiguous\) positions; RelativeEmbedding was bound"),
         ("causal-table-bidir", r"a causal RelativeEmbedding \(K \+ 1 rows\) needs causal=True"),
-        ("dropout", "has no dropout"),
+        ("bfloat16-interpreted", "does not support device cpu, dtype torch.bfloat16"),
         ("full-mask", r"only key-padding masks of shape \(B, 1, 1, Lk\)"),
         ("float64", "does not support device .*, dtype torch.float64"),
     ],
@@ -191,8 +195,11 @@ def test_attention_core_reports_why_the_kernel_cannot_run_a_call(kind, match):
         kwargs["position"] = term.bind(q_pos=torch.arange(8, device=DEVICE))
     elif kind == "causal-table-bidir":
         kwargs["causal"] = False
-    elif kind == "dropout":
-        kwargs["dropout_p"] = 0.1
+    elif kind == "bfloat16-interpreted":
+        if not rk.INTERPRET:
+            pytest.skip("bfloat16 runs on GPUs; only the interpreter refuses it")
+        term.bfloat16()
+        q, k, v = q.bfloat16(), k.bfloat16(), v.bfloat16()
     elif kind == "full-mask":
         kwargs["mask"] = torch.ones(1, 2, 8, 8, dtype=torch.bool, device=DEVICE)
     else:
@@ -233,7 +240,7 @@ def test_custom_op_registration_and_compile():
     """The op pair passes torch.library's checks (schema, fake tensors, autograd) and traces under
     torch.compile (aot_eager here; Inductor in the GPU test) with the same values as eager."""
     q, k, v, weight, kpm = make_inputs(1, 1, 17, 17, 16, 4, False, False, True)
-    torch.library.opcheck(torch.ops.zoo.relative_attention_fwd.default, (q, k, v, weight, kpm, 4, False, 0.25),
+    torch.library.opcheck(torch.ops.zoo.relative_attention_fwd.default, (q, k, v, weight, kpm, None, 4, False, 0.25, 0.0),
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
 
     def layer(q, k, v, weight):
@@ -249,14 +256,7 @@ def test_custom_op_registration_and_compile():
 
 def test_benchmark_smoke_path(tmp_path, monkeypatch):
     """benchmarks/relative_attention.py --smoke runs its real code path on CPU and writes its table."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[4] / "benchmarks" / "relative_attention.py"
-    spec = importlib.util.spec_from_file_location("relative_attention_benchmark", path)
-    bench = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, bench)  # dataclasses look their module up there
-    spec.loader.exec_module(bench)
+    bench = _benchmark_module(monkeypatch)
     out = tmp_path / "table.md"
     argv = ["--smoke", "--lengths", "24", "--modes", "causal", "--methods", "kernel", "skew-ref", "sdpa",
             "--out", str(out)]
@@ -280,14 +280,154 @@ def test_kernels_compile_for_hopper_without_a_gpu():
     root = Path(__file__).resolve().parents[4]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = subprocess.run([sys.executable, str(root / "benchmarks" / "relative_attention.py"), "--compile-report",
-                          "--default-configs", "--modes", "causal"], capture_output=True, text=True, env=env,
+                          "--default-configs", "--modes", "causal", "--dims", "64", "--dropout", "off"], capture_output=True, text=True, env=env,
                          cwd=root, timeout=600)
     if run.returncode != 0 and "ptxas" in run.stderr.lower():
         pytest.skip(f"no usable ptxas here: {run.stderr.strip().splitlines()[-1]}")
     assert run.returncode == 0, run.stderr[-2000:]
     rows = [line.split("|") for line in run.stdout.splitlines() if line.startswith("| _")]
-    assert [r[1].strip() for r in rows] == ["_fwd_kernel", "_bwd_dkdv_kernel", "_bwd_dq_kernel"]
-    assert all(int(r[-2]) > 0 for r in rows), "expected wgmma (HGMMA) instructions in every kernel"
+    assert [r[1].strip() for r in rows] == ["_fwd_kernel", "_bwd_kernel"]
+    assert all(int(r[-3]) > 0 for r in rows), "expected wgmma (HGMMA) instructions in every kernel"
+    assert [int(r[-2]) for r in rows] == [3, 8], "tile matmuls per band tile: forward 3, backward 8"
+
+
+# ----------------------------------------------------------------------------- bf16 under the interpreter
+@pytest.mark.skipif(not rk.INTERPRET, reason="bfloat16 is refused only under the interpreter")
+def test_interpreter_refuses_bfloat16_with_a_clear_message():
+    q, k, v, weight, _ = make_inputs(1, 1, 8, 8, 16, 3, False, False, False)
+    assert not rk.supports(q.bfloat16(), k.bfloat16(), v.bfloat16(), weight.bfloat16())
+    assert not rk.supports(q, k, v, weight.bfloat16())  # a bf16 table alone is refused too
+    with pytest.raises(ValueError, match=r"bfloat16 is refused under TRITON_INTERPRET=1: the interpreter's bf16 "
+                                         r"tl.dot gives wrong results; use float32 or float16"):
+        rk.relative_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), weight.bfloat16(), 3, causal=False)
+
+
+@pytest.mark.skipif(not rk.INTERPRET, reason="the GPU half-precision tests cover float16 there")
+def test_float16_through_the_interpreter():
+    """float16 runs in the interpreter: forward and gradients within half-precision error of float64."""
+    b, h, length, d, kmax = 1, 2, 35, 16, 7
+    q, k, v, weight, kpm = make_inputs(b, h, length, length, d, kmax, True, True, True)
+    q, k, v, weight = (t.half() for t in (q, k, v, weight))
+    dout = torch.randn(b, h, length, d, device=DEVICE).half()
+    got = grads(lambda *t: rk.relative_attention(*t, kmax, causal=True, key_padding_mask=kpm), q, k, v, weight, dout)
+    want = grads(lambda *t: reference(*t, kmax, causal=True, key_padding_mask=kpm),
+                 *(t.double() for t in (q, k, v, weight)), dout.double())
+    for name, g, w in zip(["out", "dq", "dk", "dv", "dweight"], got, want):
+        assert g.dtype == torch.float16, name
+        torch.testing.assert_close(g.double(), w, atol=2e-2, rtol=2e-2, msg=lambda m, n=name: f"{n}: {m}")
+
+
+# ----------------------------------------------------------------------------- dropout
+def test_dropout_mask_is_seeded_and_keeps_one_minus_p():
+    p, shape = 0.3, (2, 2, 70, 90)
+    mask = rk.dropout_mask(1234, shape, p, DEVICE)
+    assert mask.shape == shape and mask.dtype == torch.bool
+    assert torch.equal(mask, rk.dropout_mask(1234, shape, p, DEVICE))  # same seed, same mask
+    assert not torch.equal(mask, rk.dropout_mask(1235, shape, p, DEVICE))
+    n = mask.numel()
+    sigma = (p * (1 - p) / n) ** 0.5
+    assert abs(mask.float().mean().item() - (1 - p)) < 5 * sigma, "keep rate outside 5 sigma of 1 - p"
+    # every (batch, head) and every row draws its own bits: no two share a pattern
+    flat = mask.reshape(4, -1)
+    assert all(not torch.equal(flat[i], flat[j]) for i in range(4) for j in range(i))
+    assert not torch.equal(mask[0, 0, 0], mask[0, 0, 1])
+    # the seed comes from torch's generator
+    torch.manual_seed(7)
+    first = rk.draw_seed()
+    torch.manual_seed(7)
+    assert torch.equal(first, rk.draw_seed())
+
+
+# (B, H, Lq, Lk, D, K, causal, per_head, pad)
+DROPOUT_CASES = [CASES[0], CASES[3], CASES[4], CASES[9]]
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5], ids=["p0.1", "p0.5"])
+@pytest.mark.parametrize("case", DROPOUT_CASES, ids=[case_id(c) for c in DROPOUT_CASES])
+def test_dropout_forward_and_gradients_match_reference_with_the_kernels_mask(case, p):
+    """The forward and the backward both use the mask of the seed the call drew: with that mask the
+    float64 reference gives the same output and the same gradients."""
+    b, h, lq, lk, d, kmax, causal, per_head, pad = case
+    q, k, v, weight, kpm = make_inputs(b, h, lq, lk, d, kmax, causal, per_head, pad)
+    dout = torch.randn(b, h, lq, d, device=DEVICE)
+    torch.manual_seed(99)
+    got = grads(lambda *t: rk.relative_attention(*t, kmax, causal=causal, key_padding_mask=kpm, dropout_p=p),
+                q, k, v, weight, dout)
+    torch.manual_seed(99)
+    mask = rk.dropout_mask(rk.draw_seed(), (b, h, lq, lk), p, DEVICE)
+    assert 0 < mask.float().mean() < 1
+    want = grads(lambda *t: reference(*t, kmax, causal=causal, key_padding_mask=kpm, dropout_p=p, dropout_mask=mask),
+                 *(t.double() for t in (q, k, v, weight)), dout.double())
+    no_dropout = reference(q.double(), k.double(), v.double(), weight.double(), kmax, causal=causal,
+                           key_padding_mask=kpm)
+    assert (want[0] - no_dropout).abs().max() > 1e-2  # the mask matters in this case
+    for name, g, w in zip(["out", "dq", "dk", "dv", "dweight"], got, want):
+        torch.testing.assert_close(g.double(), w, atol=2e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_dropout_is_reproducible_from_torch_manual_seed_and_fresh_per_call():
+    q, k, v, weight, _ = make_inputs(1, 2, 20, 20, 16, 4, True, False, False)
+    torch.manual_seed(5)
+    first = rk.relative_attention(q, k, v, weight, 4, causal=True, dropout_p=0.2)
+    second = rk.relative_attention(q, k, v, weight, 4, causal=True, dropout_p=0.2)
+    torch.manual_seed(5)
+    again = rk.relative_attention(q, k, v, weight, 4, causal=True, dropout_p=0.2)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, second)
+    # the expectation over masks is the undropped output (inverted dropout): a rough check on many seeds
+    plain = rk.relative_attention(q, k, v, weight, 4, causal=True)
+    mean = torch.stack([rk.relative_attention(q, k, v, weight, 4, causal=True, dropout_p=0.2)
+                        for _ in range(40)]).mean(0)
+    assert (mean - plain).abs().mean() < 0.5 * (first - plain).abs().mean()
+
+
+def test_attention_core_runs_dropout_on_the_kernel():
+    """``attention(..., dropout_p=p, backend="triton")`` reaches the kernel (no refusal) with its mask."""
+    from zoo.core_attention import attention, positions
+
+    b, h, lq, lk, d, kmax = 2, 2, 11, 30, 16, 6
+    term = positions.RelativeEmbedding(d, kmax, causal=True).to(DEVICE)
+    q, k, v, _, kpm = make_inputs(b, h, lq, lk, d, kmax, True, False, True)
+    torch.manual_seed(11)
+    out = attention(q, k, v, position=term, mask=kpm[:, None, None, :], causal=True, dropout_p=0.3,
+                    backend="triton")
+    torch.manual_seed(11)
+    mask = rk.dropout_mask(rk.draw_seed(), (b, h, lq, lk), 0.3, DEVICE)
+    want = reference(q, k, v, term.weight.detach(), kmax, causal=True, key_padding_mask=kpm, dropout_p=0.3,
+                     dropout_mask=mask)
+    torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+
+
+def test_dropout_argument_is_checked():
+    q, k, v, weight, _ = make_inputs(1, 1, 8, 8, 16, 3, False, False, False)
+    for bad in (1.0, -0.1, True):
+        with pytest.raises(ValueError, match=r"dropout_p must be a real in \[0, 1\)"):
+            rk.relative_attention(q, k, v, weight, 3, causal=False, dropout_p=bad)
+    with pytest.raises(ValueError, match="dropout needs both dropout_p > 0 and dropout_mask"):
+        reference(q, k, v, weight, 3, causal=False, dropout_p=0.1)
+
+
+# ----------------------------------------------------------------------------- tile matmul count
+def _benchmark_module(monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[4] / "benchmarks" / "relative_attention.py"
+    spec = importlib.util.spec_from_file_location("relative_attention_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    return bench
+
+
+@pytest.mark.skipif(not rk.INTERPRET, reason="counts tl.dot calls in the interpreter")
+@pytest.mark.parametrize("carry,expected", [(True, (3, 8)), (False, (4, 9))], ids=["carry", "recompute"])
+def test_tile_matmuls_per_band_tile(carry, expected, monkeypatch):
+    """The module docstring's count: forward 3 and backward 8 tile matmuls per band tile (one more each
+    when q.E is recomputed), measured by counting tl.dot calls as the number of band tiles grows."""
+    monkeypatch.setattr(rk, "INTERPRETER_CARRY_QE", carry)
+    counts = _benchmark_module(monkeypatch).count_tile_matmuls()
+    assert (counts["forward"], counts["backward"]) == expected
 
 
 # ----------------------------------------------------------------------------- GPU

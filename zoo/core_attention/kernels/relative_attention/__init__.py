@@ -5,12 +5,15 @@
 * :mod:`.reference` -- :func:`relative_attention_reference`, the exact PyTorch form with
   materialized ``(Lq, Lk)`` logits: what the kernel is tested against.
 * :mod:`.triton` -- :func:`relative_attention`, the fused kernel (O(L) memory, forward and
-  backward), and :func:`supports`. Both names are imported from it on first use, so importing this
-  package (which the core does to register the op) does not import Triton.
+  backward, attention dropout), :func:`supports`, and :func:`dropout_mask` / :func:`draw_seed` (the
+  kernel's dropout mask for a seed, so the reference can apply the same one). These names are
+  imported from it on first use, so importing this package (which the core does to register the op)
+  does not import Triton.
 
 The op covers the terms whose ``kernel`` is ``"relative_attention"``
 (:class:`~zoo.core_attention.positions.RelativeEmbedding`) and reads their ``weight``
-(``(R, D)`` shared or ``(H, R, D)`` per head), ``max_distance`` and ``causal``.
+(``(R, D)`` shared or ``(H, R, D)`` per head), ``max_distance`` and ``causal``; the call's
+``dropout_p`` runs in the kernel.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ from torch import Tensor
 from .. import KernelCall, register_kernel
 from .reference import relative_attention_reference
 
-__all__ = ["relative_attention", "relative_attention_reference", "supports"]
+__all__ = ["dropout_mask", "draw_seed", "relative_attention", "relative_attention_reference", "supports"]
 
 # names of the fused module, resolved lazily by __getattr__ below
-_FUSED = ("relative_attention", "supports", "SUPPORTED_HEAD_DIMS", "SUPPORTED_DTYPES")
+_FUSED = ("relative_attention", "supports", "dropout_mask", "draw_seed", "SUPPORTED_HEAD_DIMS", "SUPPORTED_DTYPES")
 
 
 def __getattr__(name: str):
@@ -47,8 +50,6 @@ def unsupported(call: KernelCall) -> str | None:
         return f"the relative-attention kernel needs default (contiguous) positions; {name} was bound to q_pos / k_pos"
     if term.causal and not call.causal:
         return f"a causal {name} (K + 1 rows) needs causal=True"
-    if call.dropout_p > 0.0:
-        return "the relative-attention kernel has no dropout"
     if call.v.shape[-1] != call.q.shape[-1]:
         return (
             f"the relative-attention kernel needs v's head dim equal to q's (Dv == D), "
@@ -66,7 +67,7 @@ def unsupported(call: KernelCall) -> str | None:
         return (
             f"the kernel does not support device {q.device.type}, dtype {q.dtype}, head dim {q.shape[-1]} "
             f"with Lq={q.shape[2]}, Lk={k.shape[2]} (it needs CUDA or TRITON_INTERPRET=1, "
-            f"D in {'/'.join(map(str, fused.SUPPORTED_HEAD_DIMS))}, Lq <= Lk)"
+            f"D in {'/'.join(map(str, fused.SUPPORTED_HEAD_DIMS))}, Lq <= Lk; no bfloat16 under the interpreter)"
         )
     return None
 
@@ -82,7 +83,7 @@ def run(call: KernelCall) -> Tensor:
         key_padding = key_padding.expand(call.q.shape[0], -1)  # (B, Lk)
     return fused_relative_attention(
         call.q, k, v, term.weight, term.max_distance,
-        causal=call.causal, key_padding_mask=key_padding, scale=call.scale,
+        causal=call.causal, key_padding_mask=key_padding, scale=call.scale, dropout_p=call.dropout_p,
     )
 
 

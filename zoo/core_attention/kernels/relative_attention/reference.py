@@ -31,6 +31,8 @@ def relative_attention_reference(
     causal: bool,
     key_padding_mask: Tensor | None = None,
     scale: float | None = None,
+    dropout_p: float = 0.0,
+    dropout_mask: Tensor | None = None,
 ) -> Tensor:
     """``softmax(scale * (q k^T + q E_rel^T)) v`` with materialized logits; arguments as the kernel's.
 
@@ -42,6 +44,9 @@ def relative_attention_reference(
         causal: key ``j`` is visible only if ``j <= i + Lk - Lq``.
         key_padding_mask: bool ``(B, Lk)`` or ``(1, Lk)``, True = attend.
         scale: defaults to ``1 / sqrt(D)``.
+        dropout_p, dropout_mask: attention dropout with a given mask, bool broadcastable to
+            ``(B, H, Lq, Lk)``, True = kept; kept probabilities are scaled by ``1 / (1 - dropout_p)``
+            (the kernel's mask for a seed comes from ``triton.dropout_mask``).
 
     Returns:
         ``(B, H, Lq, D)``. Half-precision logits are normalized in float32, as the kernel does.
@@ -65,5 +70,10 @@ def relative_attention_reference(
     acc = torch.float32 if logits.dtype in (torch.float16, torch.bfloat16) else logits.dtype
     probs = torch.softmax(logits.to(acc), dim=-1)  # (B, H, Lq, Lk)
     # a query that sees no key has a row of NaNs here; the kernel gives it a zero output
-    probs = probs.masked_fill(~visible.any(-1, keepdim=True), 0.0).to(q.dtype)
-    return probs @ v  # (B, H, Lq, D)
+    probs = probs.masked_fill(~visible.any(-1, keepdim=True), 0.0)
+    if (dropout_mask is None) != (dropout_p == 0.0):
+        raise ValueError(f"relative_attention_reference: dropout needs both dropout_p > 0 and dropout_mask, "
+                         f"got dropout_p={dropout_p} and dropout_mask={'None' if dropout_mask is None else 'a mask'}")
+    if dropout_mask is not None:
+        probs = probs * dropout_mask / (1.0 - dropout_p)  # (B, H, Lq, Lk)
+    return probs.to(q.dtype) @ v  # (B, H, Lq, D)
