@@ -6,6 +6,7 @@
 
 from . import positions
 from .attention import BACKENDS, attention, select_backend
+from .kernels.match_attention import match_attention
 from .mha import KVCache, MultiheadAttention
 
-__all__ = ["BACKENDS", "KVCache", "MultiheadAttention", "attention", "positions", "select_backend"]
+__all__ = ["BACKENDS", "KVCache", "MultiheadAttention", "attention", "match_attention", "positions", "select_backend"]
