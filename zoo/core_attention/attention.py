@@ -18,7 +18,9 @@ where each position term ``t`` contributes in the fastest form the chosen backen
                   whether it can run it.
 * ``auto``      -- triton on CUDA where a kernel covers the term; sdpa where the terms reduce to
                   plain attention (or, on CUDA, to a float mask); flex on CUDA for bias-table terms;
-                  the reference otherwise (CPU training with bias terms included).
+                  the reference otherwise (CPU training with bias terms included). On CUDA a
+                  decoding step (few queries, more keys) takes SDPA with its small bias, and a
+                  fallback from a kernel warns once per term and reason (KernelFallbackWarning).
 
 Every call is checked against one input contract (:func:`_check_inputs`) before a backend is chosen,
 so all backends take the same calls or refuse them with the same ``ValueError``; empty calls (no
@@ -38,6 +40,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import re
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -48,7 +51,10 @@ from torch import Tensor
 from .kernels import Kernel, KernelCall, get_kernel, has_kernel
 from .positions.base import BoundPosition, PositionContext, PositionTerm, as_bound_terms
 
-__all__ = ["attention", "BACKENDS", "FLOAT_DTYPES", "check_backend", "select_backend", "supported_backends"]
+__all__ = [
+    "attention", "BACKENDS", "DECODE_MAX_QUERIES", "FLOAT_DTYPES", "KernelFallbackWarning", "check_backend",
+    "select_backend", "supported_backends",
+]
 
 BACKENDS = ("auto", "reference", "sdpa", "flex", "triton")
 
@@ -314,16 +320,25 @@ def _sdpa(q, k, v, terms, ctxs, mask, causal, scale, dropout_p) -> Tensor:
 
 _COMPILED_FLEX: Callable | None = None
 
+#: FlexAttention's sparse block size (rows and columns of one BlockMask tile)
+_SPARSE_BLOCK = 128
+
 
 def _flex_fn(device: torch.device) -> Callable:
-    """FlexAttention, compiled on CUDA (eager flex materializes the scores); eager on CPU."""
+    """FlexAttention, compiled on CUDA (eager flex materializes the scores); eager on CPU.
+
+    Compiled with ``dynamic=None`` (automatic dynamic shapes): a second sequence length marks the
+    lengths dynamic and compiles once more, after which new lengths (a forced ``flex`` KV-cache
+    decode) reuse that graph instead of recompiling per length, as ``dynamic=False`` did until
+    Dynamo's recompile limit sent it to the eager, score-materializing path.
+    """
     global _COMPILED_FLEX
     from torch.nn.attention import flex_attention as fa
 
     if device.type != "cuda":
         return functools.partial(_eager_flex, fa.flex_attention)
     if _COMPILED_FLEX is None:
-        _COMPILED_FLEX = torch.compile(fa.flex_attention, dynamic=False)
+        _COMPILED_FLEX = torch.compile(fa.flex_attention, dynamic=None)
     return _COMPILED_FLEX
 
 
@@ -333,20 +348,98 @@ def _eager_flex(fn: Callable, *args, **kwargs) -> Tensor:
         return fn(*args, **kwargs)
 
 
-def _flex(q, k, v, terms, ctxs, mask, causal, scale, dropout_p) -> Tensor:
-    from torch.nn.attention.flex_attention import create_block_mask
+def _ordered_blocks(blocks: Tensor) -> tuple[Tensor, Tensor]:
+    """``(Bm, Hm, M, N)`` bool -> BlockMask's ``(num (Bm, Hm, M), indices (Bm, Hm, M, N))`` int32,
+    each row's present columns first, ascending."""
+    num = blocks.sum(-1, dtype=torch.int32)  # (Bm, Hm, M)
+    order = torch.argsort((~blocks).to(torch.uint8), dim=-1, stable=True)  # (Bm, Hm, M, N)
+    return num, order.to(torch.int32)
 
-    if dropout_p > 0.0:
-        raise ValueError("backend='flex' does not support dropout; use backend='sdpa' or 'reference'")
-    if q.device.type == "cpu" and torch.is_grad_enabled() and any(
-        t.requires_grad for t in (q, k, v, *(p for term in terms for p in term.parameters()))
-    ):
-        raise ValueError(
-            "backend='flex' on CPU is inference-only (FlexAttention has no CPU backward); "
-            "use backend='reference' for CPU training or run under torch.no_grad()"
-        )
-    if q.device.type == "cpu":  # no graph is being built (checked above); flex rejects requires_grad inputs on CPU
-        q, k, v = q.detach(), k.detach(), v.detach()
+
+def _block_states(mask: Tensor | None, causal: bool, lq: int, lk: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``(any, full)`` bool ``(Bm, Hm, M, N)``: which 128 x 128 tiles hold an attended pair, and
+    which hold only attended pairs (no ``mask_mod`` needed), exactly as ``create_block_mask`` of the
+    same mask_mod decides (a tile cut by the end of the queries or keys is never full).
+
+    Computed from the geometry of causality and from the mask itself, never from an evaluated
+    ``(Lq, Lk)`` mask: a key-padding mask ``(Bm, Hm, 1, Lk)`` (or no mask) costs ``O(B Lk)``; only a
+    mask with a query dim (a dense mask the caller built) is combined with causality densely.
+    """
+    bs = _SPARSE_BLOCK
+    m_blocks, n_blocks = -(-lq // bs), -(-lk // bs)
+    offset = lk - lq
+    q_start = torch.arange(m_blocks, device=device) * bs  # (M,) first query of each tile row
+    q_last = (q_start + bs).clamp(max=lq) - 1  # (M,)
+    q_whole = (q_start + bs <= lq)[:, None]  # (M, 1) tile rows not cut by the end of the queries
+    if mask is not None and mask.shape[-2] > 1:  # a dense mask: the caller's (.., Lq, Lk) tensor
+        dense = mask if not causal else mask & _causal_mask(lq, lk, device)  # (Bm, Hm, Lq, Lk)
+        dense = dense.expand(*dense.shape[:2], lq, lk)
+        dense = F.pad(dense, (0, n_blocks * bs - lk, 0, m_blocks * bs - lq))  # pads with False
+        count = dense.unflatten(-1, (n_blocks, bs)).unflatten(-3, (m_blocks, bs)).sum((-3, -1))  # (Bm, Hm, M, N)
+        return count > 0, count == bs * bs
+    keys = torch.ones(1, 1, lk, dtype=torch.bool, device=device) if mask is None else mask[:, :, 0, :]
+    keys = keys.expand(*keys.shape[:2], lk)  # (Bm, Hm, Lk): a view when the mask is (.., 1, 1)
+    keys = F.pad(keys, (0, n_blocks * bs - lk)).unflatten(-1, (n_blocks, bs))  # (Bm, Hm, N, bs)
+    count = keys.sum(-1)[:, :, None, :]  # (Bm, Hm, 1, N)
+    k_whole = count == bs  # tiles whose keys all attend (a cut tile has padding: never whole)
+    if not causal:
+        return (count > 0).expand(-1, -1, m_blocks, -1), k_whole & q_whole
+    k_index = torch.arange(n_blocks * bs, device=device).view(n_blocks, bs)
+    first = torch.where(keys, k_index, n_blocks * bs).amin(-1)[:, :, None, :]  # (Bm, Hm, 1, N) first attended key
+    k_end = (torch.arange(n_blocks, device=device) + 1) * bs - 1  # (N,) last key of each tile
+    any_ = first <= (q_last + offset)[:, None]  # (Bm, Hm, M, N): the first attended key is visible
+    full = k_whole & q_whole & (k_end[None, :] <= (q_start + offset)[:, None])
+    return any_, full
+
+
+def _block_mask(mask: Tensor | None, causal: bool, lq: int, lk: int, device: torch.device, mask_mod: Callable):
+    """The ``BlockMask`` of a call: tile structure from :func:`_block_states` plus its mask_mod."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    any_, full = _block_states(mask, causal, lq, lk, device)
+    partial_num, partial_idx = _ordered_blocks(any_ & ~full)
+    full_num, full_idx = _ordered_blocks(full)
+    return BlockMask.from_kv_blocks(
+        partial_num, partial_idx, full_num, full_idx,
+        BLOCK_SIZE=_SPARSE_BLOCK, mask_mod=mask_mod, seq_lengths=(lq, lk),
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _causal_block_mask(lq: int, lk: int, device: torch.device):
+    """Causal calls without a mask: one BlockMask per (Lq, Lk, device), built once and reused."""
+    offset = lk - lq
+
+    def causal_mod(b, h, q_idx, kv_idx):
+        return kv_idx <= q_idx + offset
+
+    with torch.inference_mode(False):  # a cached mask built under inference_mode could not be saved for backward
+        return _block_mask(None, True, lq, lk, device, causal_mod)
+
+
+def _flex_block_mask(mask: Tensor | None, causal: bool, lq: int, lk: int, device: torch.device):
+    """The BlockMask of a flex call (None without mask or causality), with no ``(Lq, Lk)`` tensor
+    unless ``mask`` is one. Causal-only masks are cached per shape; a mask's tiles depend on its
+    values, so they are recomputed per call from the mask itself (``O(B Lk)`` for key padding)."""
+    if mask is None:
+        return _causal_block_mask(lq, lk, device) if causal else None
+    bm, hm, qm, km = (s > 1 for s in mask.shape)  # broadcast dims index 0
+    offset = lk - lq
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        keep = mask[b if bm else 0, h if hm else 0, q_idx if qm else 0, kv_idx if km else 0]
+        return keep & (kv_idx <= q_idx + offset) if causal else keep
+
+    return _block_mask(mask, causal, lq, lk, device, mask_mod)
+
+
+def _flex_plan(q, k, v, terms, ctxs, mask, causal, scale) -> tuple[Tensor, Tensor, Tensor, Callable | None, object]:
+    """What a flex call hands FlexAttention: ``q, k, v`` (transformed, KV heads expanded), the
+    combined ``score_mod`` (None without bias terms) and the ``BlockMask`` (None without masking).
+
+    Nothing here is ``O(Lq Lk)`` unless the caller's mask is: the tests trace it with meta tensors
+    at long lengths and check the largest tensor it builds.
+    """
     h = q.shape[1]
     k, v = _expand_kv(k, h), _expand_kv(v, h)
     q, k = _transform_qk(q, k, terms, ctxs)
@@ -360,34 +453,31 @@ def _flex(q, k, v, terms, ctxs, mask, causal, scale, dropout_p) -> Tensor:
                 f"{type(term).__name__} has no FlexAttention form for this call; use backend='sdpa' or 'reference'"
             )
         mods.append(mod)
-    b_, lq, lk = q.shape[0], q.shape[2], k.shape[2]
-    offset = lk - lq
-
-    if mask is not None:
-        m4 = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))  # (Bm, Hm, Lqm, Lkm)
-        bm, hm, qm, km = (s > 1 for s in m4.shape)
-
-        def tensor_mask(b, hh, q_idx, kv_idx):
-            return m4[b if bm else 0, hh if hm else 0, q_idx if qm else 0, kv_idx if km else 0]
-
-    def mask_mod(b, hh, q_idx, kv_idx):
-        keep = kv_idx <= q_idx + offset if causal else kv_idx >= 0
-        if mask is not None:
-            keep = keep & tensor_mask(b, hh, q_idx, kv_idx)
-        return keep
-
-    block_mask = None
-    if causal or mask is not None:
-        block_mask = create_block_mask(mask_mod, b_, h, lq, lk, device=q.device)
 
     def score_mod(score, b, hh, q_idx, kv_idx):
         for mod in mods:
             score = mod(score, b, hh, q_idx, kv_idx)
         return score
 
-    out = _flex_fn(q.device)(
-        q, k, v, score_mod=score_mod if mods else None, block_mask=block_mask, scale=scale
-    )  # (B, H, Lq, Dv)
+    block_mask = _flex_block_mask(mask, causal, q.shape[2], k.shape[2], q.device)
+    return q, k, v, (score_mod if mods else None), block_mask
+
+
+def _flex(q, k, v, terms, ctxs, mask, causal, scale, dropout_p) -> Tensor:
+    if dropout_p > 0.0:
+        raise ValueError("backend='flex' does not support dropout; use backend='sdpa' or 'reference'")
+    if q.device.type == "cpu" and torch.is_grad_enabled() and any(
+        t.requires_grad for t in (q, k, v, *(p for term in terms for p in term.parameters()))
+    ):
+        raise ValueError(
+            "backend='flex' on CPU is inference-only (FlexAttention has no CPU backward); "
+            "use backend='reference' for CPU training or run under torch.no_grad()"
+        )
+    if q.device.type == "cpu":  # no graph is being built (checked above); flex rejects requires_grad inputs on CPU
+        q, k, v = q.detach(), k.detach(), v.detach()
+    lq, lk = q.shape[2], k.shape[2]
+    q, k, v, score_mod, block_mask = _flex_plan(q, k, v, terms, ctxs, mask, causal, scale)
+    out = _flex_fn(q.device)(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)  # (B, H, Lq, Dv)
     empty = _empty_rows(mask, causal, lq, lk, q.device)
     return out if empty is None else out.masked_fill(empty, 0.0)
 
@@ -420,6 +510,60 @@ def _make_contexts(
     return [b.make_context(lq, lk, causal, device) for b in terms]
 
 
+class KernelFallbackWarning(UserWarning):
+    """``backend="auto"`` could not use a fused kernel (a Triton op, or FlexAttention) for a call on
+    CUDA and runs it on a slower or more memory-hungry backend; the message says why."""
+
+
+#: (term type, reason with its numbers blanked) pairs already warned about: each warns once
+_WARNED_FALLBACKS: set[tuple[str, str]] = set()
+
+#: a CUDA call with at most this many queries, fewer than its keys, is a decoding step (KV cache):
+#: ``auto`` runs its bias terms as an SDPA float bias of ``Lq x Lk`` entries -- O(Lk) per query --
+#: rather than FlexAttention, whose graphs and block masks are per length
+DECODE_MAX_QUERIES = 16
+
+
+def _on_cuda(t: Tensor) -> bool:
+    """Whether ``auto`` treats the call as a CUDA call (one place, so tests can fake a GPU)."""
+    return t.is_cuda
+
+
+def _warn_fallback(term: str, reason: str, backend: str) -> None:
+    """Warn once per (term type, reason): numbers are blanked in the key, so a reason that names a
+    length does not warn again at every new length of a decoding loop."""
+    key = (term, re.sub(r"\d+", "#", reason))
+    if key in _WARNED_FALLBACKS:
+        return
+    _WARNED_FALLBACKS.add(key)
+    warnings.warn(
+        f"attention(backend='auto'): {reason}; this {term} call runs on backend={backend!r} instead "
+        "(warned once per term and reason)",
+        KernelFallbackWarning,
+        stacklevel=3,
+    )
+
+
+def _auto_without_kernel(q: Tensor, k: Tensor, bias: list[tuple[PositionTerm, PositionContext]], dropout_p: float) -> tuple[str, str | None]:
+    """The backend for bias terms no Triton kernel takes, and why it is not FlexAttention on CUDA
+    when flex has their form (None when it is, or off CUDA, or the terms reduce to SDPA columns)."""
+    if all(t.has_qk_features(c, q.dtype) for t, c in bias):
+        return "sdpa", None
+    if not _on_cuda(q):
+        return "reference", None
+    if not all(_has_score_mod(t) for t, _ in bias):
+        return "sdpa", None
+    lq, lk = q.shape[2], k.shape[2]
+    if lq <= DECODE_MAX_QUERIES and lq < lk:
+        return "sdpa", None  # a decoding step: the Lq x Lk bias is O(Lk); flex would compile per length
+    if dropout_p > 0.0:
+        return "sdpa", (
+            "FlexAttention has no dropout, so the bias terms are materialized as a dense (B, H, Lq, Lk) "
+            "float mask for SDPA"
+        )
+    return "flex", None
+
+
 def select_backend(
     q: Tensor,
     k: Tensor,
@@ -434,6 +578,13 @@ def select_backend(
 ) -> str:
     """The backend ``auto`` picks for this call (exposed for tests and benchmarks).
 
+    On CUDA: the Triton kernel a term names when it takes the call; SDPA when the terms reduce to
+    q/k feature columns or the call is a decoding step (``Lq <= DECODE_MAX_QUERIES`` and
+    ``Lq < Lk``); FlexAttention for bias-table terms; SDPA with a float bias otherwise (dropout). A
+    call that a kernel could have run but refused, or that flex could run but for dropout, warns
+    once per term and reason with a :class:`KernelFallbackWarning`. Off CUDA: SDPA where the terms
+    reduce to plain attention, the reference otherwise.
+
     ``contexts`` are the terms' contexts when the caller has built them (:func:`attention` does, once
     per call); they are built here otherwise.
     """
@@ -442,19 +593,25 @@ def select_backend(
         return "sdpa"
     if contexts is None:
         contexts = _make_contexts(terms, q.shape[2], k.shape[2], causal, q.device)
-    if q.is_cuda and _backend_problem("triton", plain) is None:
-        scale = q.shape[-1] ** -0.5 if scale is None else scale
-        kernel, call = _kernel_call(q, k, v, plain, contexts, mask, causal, scale, dropout_p)
-        if kernel.unsupported(call) is None:
-            return "triton"
+    refused: tuple[str, str] | None = None  # (term type, why its kernel did not run the call)
+    if _on_cuda(q) and any(t.kernel is not None and has_kernel(t.kernel) for t in plain):
+        problem = _backend_problem("triton", plain)
+        if problem is None:
+            scale = q.shape[-1] ** -0.5 if scale is None else scale
+            kernel, call = _kernel_call(q, k, v, plain, contexts, mask, causal, scale, dropout_p)
+            problem = kernel.unsupported(call)
+            if problem is None:
+                return "triton"
+            problem = f"the fused kernel {kernel.name!r} cannot run it: {problem}"
+        name = next(type(t).__name__ for t in plain if t.kernel is not None and has_kernel(t.kernel))
+        refused = (name, problem)
     bias = [(t, c) for t, c in zip(plain, contexts) if t.adds_bias]
-    if all(t.has_qk_features(c, q.dtype) for t, c in bias):
-        return "sdpa"
-    if q.is_cuda:
-        if dropout_p == 0.0 and all(_has_score_mod(t) for t, _ in bias):
-            return "flex"
-        return "sdpa"
-    return "reference"
+    backend, flex_problem = _auto_without_kernel(q, k, bias, dropout_p)
+    if refused is not None:
+        _warn_fallback(*refused, backend)
+    elif flex_problem is not None:
+        _warn_fallback("+".join(type(t).__name__ for t, _ in bias), flex_problem, backend)
+    return backend
 
 
 def attention(

@@ -189,14 +189,39 @@ class T5Bias(PositionTerm):
         values = self.relative_attention_bias(self._buckets(rel))  # (Bp, Lq, Lk, H)
         return values.permute(0, 3, 1, 2).to(q.dtype)  # (Bp, H, Lq, Lk)
 
+    def distance_table(self) -> Tensor:
+        """``(H, 2M + 1)``, ``M = max_distance``: the bias of each distance ``-M .. M``.
+
+        Every distance beyond ``+-M`` falls in the same (last) bucket as ``+-M``, so clamping a
+        distance to ``[-M, M]`` and reading this row gives the bias of any distance, with the
+        buckets computed by the same function as :meth:`bias`.
+        """
+        weight = self.relative_attention_bias.weight  # (num_buckets, H)
+        rel = torch.arange(-self.max_distance, self.max_distance + 1, device=weight.device)  # (2M + 1,)
+        return weight[self._buckets(rel)].t()  # (H, 2M + 1)
+
     def score_mod(self, q: Tensor, k: Tensor, ctx: PositionContext, scale: float) -> Callable:
+        """Flex form: the bucket of ``kv_idx - q_idx`` (or of the bound positions' difference) is
+        looked up per score in :meth:`distance_table` -- O(max_distance) captured, no (Lq, Lk) table."""
         self._check(q)  # the same error as bias(): a wrong head count would index past the table
-        rel = ctx.k_pos[:, None, :] - ctx.q_pos[:, :, None]  # (Bp, Lq, Lk)
-        buckets = self._buckets(rel)  # (Bp, Lq, Lk) integer, no head dim: H times smaller than the bias
-        table = self.relative_attention_bias.weight.to(q.dtype)  # (num_buckets, H)
-        per_batch = buckets.shape[0] > 1
+        table = self.distance_table().to(q.dtype)  # (H, 2M + 1)
+        md = self.max_distance
+        if ctx.default_positions:  # queries are the last Lq of the Lk keys
+            offset = k.shape[-2] - q.shape[-2]
 
-        def t5_mod(score, b, h, q_idx, kv_idx):
-            return score + table[buckets[b if per_batch else 0, q_idx, kv_idx], h]
+            def t5_mod(score, b, h, q_idx, kv_idx):
+                return score + table[h, (kv_idx - q_idx - offset).clamp(-md, md) + md]
 
-        return t5_mod
+            return t5_mod
+        q_pos, k_pos = ctx.q_pos, ctx.k_pos  # (Bp, Lq), (Bp, Lk)
+        per_batch = q_pos.shape[0] > 1 or k_pos.shape[0] > 1
+        if per_batch:
+            q_pos = q_pos.expand(max(q_pos.shape[0], k_pos.shape[0]), -1)
+            k_pos = k_pos.expand(q_pos.shape[0], -1)
+
+        def t5_pos_mod(score, b, h, q_idx, kv_idx):
+            bp = b if per_batch else 0
+            rel = (k_pos[bp, kv_idx] - q_pos[bp, q_idx]).long()  # as bias(): the difference, then truncated
+            return score + table[h, rel.clamp(-md, md) + md]
+
+        return t5_pos_mod
