@@ -6,7 +6,16 @@ the distances from its two y-edges to every row through ``MLP_y``, and the bias 
 ``MLP_y(...)[r] + MLP_x(...)[c]`` (the paper's axial decomposition: (Hf + Wf) MLP evaluations per
 query instead of Hf * Wf). Boxes are normalized ``(cx, cy, w, h)``; pixel centres sit at
 ``(c + 0.5) * stride``. ``rpe_type="log"`` maps a distance ``d`` to ``sign(d) log2(|d| + 1) / 3``.
-Module names ``cpb_mlp_x`` / ``cpb_mlp_y`` follow the official code's, so its weights load.
+The official code names the two MLPs ``cpb_mlp1`` (x) and ``cpb_mlp2`` (y); its converter maps them
+to ``cpb_mlp_x`` / ``cpb_mlp_y``.
+
+Three exact forms: ``bias`` materializes ``(B, H, Lq, Hf*Wf)`` (the reference, and the official
+code's way); ``score_mod`` indexes the two axial tables per score under FlexAttention; and
+``qk_features`` keeps plain SDPA / FlashAttention usable with autograd on every device: q gets the
+per-axis bias values as ``Wf + Hf`` extra columns (divided by the attention scale, which SDPA
+multiplies back), k gets one-hot column / row indicators of its pixel, so
+``scale * q' . k' = scale * q . k + B_x[q, col(k)] + B_y[q, row(k)]``. Memory is
+``O(Lq (Hf + Wf))`` per head instead of ``O(Lq Hf Wf)``.
 """
 
 from __future__ import annotations
@@ -87,6 +96,33 @@ class BoxRPB(PositionTerm):
         rpe_y, rpe_x = self.axial(ctx)
         rpe = rpe_y[:, :, :, None, :] + rpe_x[:, :, None, :, :]  # (B, Lq, Hf, Wf, H)
         return rpe.flatten(2, 3).permute(0, 3, 1, 2).to(q.dtype)  # (B, H, Lq, Hf*Wf)
+
+    def has_qk_features(self, ctx: PositionContext, dtype: torch.dtype) -> bool:
+        # Columns exist whenever the call binds a valid grid; every float dtype (the values are
+        # rounded once to q's dtype, like the materialized bias).
+        try:
+            _spatial_shape(ctx)
+        except (KeyError, ValueError):
+            return False
+        return "boxes" in ctx.extras
+
+    def qk_features(self, q: Tensor, k: Tensor, ctx: PositionContext, scale: float) -> tuple[Tensor, Tensor] | None:
+        if not self.has_qk_features(ctx, q.dtype):
+            return None
+        hf, wf = _spatial_shape(ctx)
+        b, h, lk = q.shape[0], q.shape[1], k.shape[-2]
+        if lk != hf * wf:
+            raise ValueError(f"BoxRPB: spatial_shape {hf}x{wf} does not match {lk} keys")
+        if h != self.num_heads:
+            raise ValueError(f"BoxRPB has {self.num_heads} heads but q has {h}")
+        rpe_y, rpe_x = self.axial(ctx)  # (B, Lq, Hf, H), (B, Lq, Wf, H)
+        qf = torch.cat([rpe_x, rpe_y], dim=2).permute(0, 3, 1, 2) / scale  # (B, H, Lq, Wf + Hf)
+        pix = torch.arange(lk, device=k.device)  # (Lk,) row-major pixel index r * Wf + c
+        cols = torch.arange(wf, device=k.device)  # (Wf,)
+        rows = torch.arange(hf, device=k.device)  # (Hf,)
+        onehot = torch.cat([pix[:, None] % wf == cols, pix[:, None] // wf == rows], dim=1)  # (Lk, Wf + Hf)
+        kf = onehot.to(k.dtype)[None, None].expand(b, h, lk, wf + hf)  # (B, H, Lk, Wf + Hf)
+        return qf.to(q.dtype), kf
 
     def score_mod(self, q: Tensor, k: Tensor, ctx: PositionContext, scale: float) -> Callable:
         _, wf = _spatial_shape(ctx)
