@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from zoo.hub import model_entry
 from zoo.training.sampling import check_sampling
 
-from .generate import LoadedModel, load_model_and_tokenizer
+from .generate import LoadedModel, check_context, load_model_and_tokenizer
 
 __all__ = ["build_parser", "check_args", "task_of", "evaluate_checkpoint", "sample_statistics", "main"]
 
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data_path", default=None, help="JSB pickle/npz/json, MIDI or melody folder (default: built-in)")
     p.add_argument("--splits", nargs="*", default=["val", "test"], choices=["train", "val", "test"],
                    help="splits to score (none with --sample_stats only)")
-    p.add_argument("--max_len", type=int, default=None, help="window length (default: the model's max_len)")
+    p.add_argument("--max_len", type=int, default=None, help="window length (default: the checkpoint's eval_window, else the model's max_len)")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--add_eos", choices=["auto", "yes", "no"], default="auto",
                    help="chorales: score an EOS after each piece (auto: yes for 'chorale', no for 'jsb16th')")
@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top_k", type=int, default=20)
     p.add_argument("--top_p", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--context", type=int, default=None,
+                   help="--sample_stats: predict each token from at most this many previous tokens (default: the "
+                   "model's training context, config max_len; 0: the whole sequence)")
     p.add_argument("--free_voices", action="store_true",
                    help="--sample_stats: sample without the per-voice token constraint (to measure the model alone)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write every number printed as JSON")
@@ -81,6 +84,7 @@ def check_args(args: argparse.Namespace) -> None:
         if args.length < 4:
             raise ValueError(f"--length must be >= 4 (one step of four voices), got {args.length}")
         check_sampling(args.temperature, args.top_k, args.top_p)
+        check_context(args.context)
     if not args.splits and not args.sample_stats:
         raise ValueError("nothing to do: give --splits, --sample_stats N, or both")
     if args.export and not args.splits:
@@ -209,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise ValueError(f"--export: model cards are written for Music Transformer checkpoints, not {loaded.name!r}")
     report: dict[str, Any] = {"checkpoint": str(args.checkpoint), "model": loaded.name}
     if args.splits:
-        max_len = args.max_len or int(loaded.model.config.max_len)
+        max_len = args.max_len or int(loaded.meta.get("eval_window") or loaded.model.config.max_len)
         dm = _datamodule(loaded, args, max_len)
         results = evaluate_checkpoint(loaded, dm, list(args.splits), device=args.device)
         _print_metrics(loaded.name, args.data_path or "default", max_len, results)
@@ -225,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             torch.set_num_threads(threads)
         _print_stats(stats, args)
         report["sample_stats"] = stats
-        report["sampling"] = {k: getattr(args, k) for k in ("length", "temperature", "top_k", "top_p", "seed", "free_voices")}
+        report["sampling"] = {k: getattr(args, k) for k in ("length", "temperature", "top_k", "top_p", "seed", "free_voices", "context")}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return report

@@ -73,6 +73,12 @@ def load_model_and_tokenizer(checkpoint: str | Path, device: str = "cpu") -> Loa
     return LoadedModel(name, model.to(device).eval(), tokenizer, meta)
 
 
+def check_context(context: int | None) -> None:
+    """``--context``: None (the model's training context), 0 (the whole sequence) or a positive length."""
+    if context is not None and context < 0:
+        raise ValueError(f"--context must be >= 0 tokens (0: the whole sequence), got {context}")
+
+
 def generate_tokens(loaded: LoadedModel, args: argparse.Namespace) -> list[int]:
     """Primer tokens (from ``args.primer`` or just BOS), then sampled continuation."""
     tok = loaded.tokenizer
@@ -99,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--wav", action="store_true", help="also write a synthesized .wav preview")
     p.add_argument("--no_cache", action="store_true", help="recompute the whole prefix each step")
+    p.add_argument("--context", type=int, default=None,
+                   help="predict each token from at most this many previous tokens (default: the model's "
+                   "training context, config max_len; 0: the whole sequence)")
     p.add_argument("--free_voices", action="store_true",
                    help="chorale models: do not restrict each voice's tokens to its range (default: restricted)")
     p.add_argument("--device", default="cpu")
@@ -112,6 +121,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     args = build_parser().parse_args(argv)
     if args.length < 1:
         raise ValueError(f"--length must be >= 1, got {args.length}")
+    check_context(args.context)
     check_sampling(args.temperature, args.top_k, args.top_p)  # before the model loads
     if Path(args.out).suffix.lower() not in (".mid", ".midi"):
         raise ValueError(f"--out must end in .mid or .midi, got {args.out}")

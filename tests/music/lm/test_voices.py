@@ -113,3 +113,24 @@ def test_metric_embedding_reads_the_step_within_the_bar():
     assert not torch.allclose(model(x, start=0)[:, 0], model(x, start=4)[:, 0])
     with pytest.raises(ValueError, match="needs num_voices"):
         zoo.create_model("music_transformer_demo", num_voices=0, steps_per_bar=16, **TINY)
+
+
+def test_bounded_context_predicts_from_the_last_window_only():
+    """``generate(context=W)``: within W tokens it is the cached decoding; beyond, each token comes from
+    the last <= W tokens, the window starting on a time step (position 1 + 4k) with its absolute start."""
+    torch.manual_seed(0)
+    model = zoo.create_model("music_transformer_demo", num_voices=4, steps_per_bar=16, **TINY).eval()
+    prompt = torch.randint(5, 133, (2, 3))
+    greedy = dict(temperature=1e-6, top_k=1)
+    full = model.generate(prompt, 9, **greedy)
+    assert torch.equal(model.generate(prompt, 9, context=12, **greedy), full)  # never beyond the window
+    out = model.generate(prompt, 20, context=10, **greedy)
+    with torch.no_grad():
+        for length in range(11, out.shape[1]):  # token ``length`` was predicted from a window
+            first = length - 10
+            first += (1 - first) % 4
+            assert (first - 1) % 4 == 0 and length - first <= 10
+            logits = model(out[:, first:length], start=first)[:, -1]
+            assert torch.equal(logits.argmax(-1), out[:, length]), length
+    with pytest.raises(ValueError, match="context must be >= 1"):
+        model.generate(prompt, 2, context=0)

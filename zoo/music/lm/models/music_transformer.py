@@ -51,7 +51,8 @@ class MusicTransformerConfig:
 
     ``tokenizer`` names the vocabulary the model was built for (``chorale``, ``jsb16th``,
     ``performance``; see :mod:`zoo.music.lm.tokenizers`) and fixes ``vocab_size`` by convention.
-    ``max_len`` is the training context; generation may run longer (relative attention clips).
+    ``max_len`` is the training context; generation predicts each token from at most that many previous
+    tokens by default (``generate(context=)``), since beyond it sampled chorales freeze.
     """
 
     vocab_size: int = 133
@@ -103,6 +104,12 @@ CONFIGS: dict[str, MusicTransformerConfig] = {
     # on the hold-token chorale vocabulary, with voice and metric embeddings (see the docstring).
     "music_transformer_chorales": MusicTransformerConfig(
         vocab_size=133, tokenizer="chorale", num_layers=4, d_model=192, num_heads=6, d_ff=512,
+        max_distance=256, max_len=256, dropout=0.1, attn_dropout=0.0, num_voices=4, steps_per_bar=16,
+    ),
+    # The shipped JSB checkpoint: the paper's representation and data, a model sized for a <= 60-minute
+    # CPU run, with the voice and metric embeddings of the chorale model (see docs/music/lm.md).
+    "music_transformer_jsb_cpu": MusicTransformerConfig(
+        vocab_size=132, tokenizer="jsb16th", num_layers=4, d_model=256, num_heads=8, d_ff=1024,
         max_distance=256, max_len=512, dropout=0.1, attn_dropout=0.0, num_voices=4, steps_per_bar=16,
     ),
     # `make demo`: trains in a few minutes on 2 CPU cores.
@@ -228,8 +235,17 @@ class MusicTransformer(nn.Module):
         use_cache: bool = True,
         generator: torch.Generator | None = None,
         allowed: Tensor | None = None,
+        context: int | None = None,
     ) -> Tensor:
         """Sample ``max_new_tokens`` after ``prompt (B, L0)``; returns ``(B, L0 + n)``.
+
+        ``context`` bounds what each new token is predicted from to the last ``context`` tokens, as
+        in training (pass the training window: the model never saw a longer history, and beyond it
+        sampled chorales drift into chords held for 5-10 s; see docs/music/lm.md). The window
+        starts on the first token of a time step (position ``1 + k * num_voices``), as training
+        windows do, so it may be up to ``num_voices - 1`` tokens shorter. Once the sequence is longer
+        than ``context``, each step recomputes the window (O(context) per token) instead of using the
+        cache. ``None``: the whole sequence (cached).
 
         ``use_cache=False`` recomputes the whole prefix each step (the reference for the cache and
         the benchmark's baseline). Generation stops early when every row has produced ``eos_id``.
@@ -240,6 +256,9 @@ class MusicTransformer(nn.Module):
         if prompt.dim() != 2 or prompt.shape[1] < 1:
             raise ValueError(f"prompt must have shape (B, L0 >= 1), got {tuple(prompt.shape)}")
         check_sampling(temperature, top_k, top_p)
+        if context is not None and context < 1:
+            raise ValueError(f"context must be >= 1 token (or None for the whole sequence), got {context}")
+        align = max(self.config.num_voices, 1)
         if allowed is not None:
             if allowed.dim() != 2 or allowed.shape[1] != self.config.vocab_size or not bool(allowed.any(1).all()):
                 raise ValueError(
@@ -254,7 +273,13 @@ class MusicTransformer(nn.Module):
         finished = torch.zeros(prompt.shape[0], dtype=torch.bool, device=prompt.device)
         step_input = prompt
         for _ in range(max_new_tokens):
-            logits = self(step_input if use_cache else out, cache=cache)[:, -1]  # (B, V)
+            length = out.shape[1]
+            if context is not None and length > context:
+                first = length - context
+                first += (1 - first) % align  # the window starts on a time step, as in training
+                logits = self(out[:, first:], start=first)[:, -1]  # (B, V)
+            else:
+                logits = self(step_input if use_cache else out, cache=cache)[:, -1]  # (B, V)
             if allowed is not None:  # the next token sits at absolute position out.shape[1]
                 logits = logits.masked_fill(~allowed[(out.shape[1] - 1) % allowed.shape[0]], float("-inf"))
             nxt = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
@@ -284,10 +309,12 @@ def _sample(model: MusicTransformer, tokenizer: Any, primer: list[int], options:
     prompt = torch.tensor([primer], dtype=torch.long, device=device)  # (1, L0)
     gen = torch.Generator(device=device).manual_seed(options.seed)
     constrain = hasattr(tokenizer, "voice_token_mask") and not getattr(options, "free_voices", False)
+    context = getattr(options, "context", None)  # None: the training context; 0: the whole sequence
+    context = model.config.max_len if context is None else (context or None)
     out = model.generate(
         prompt, options.length, temperature=options.temperature, top_k=options.top_k, top_p=options.top_p,
         eos_id=tokenizer.eos_id, use_cache=not options.no_cache, generator=gen,
-        allowed=torch.from_numpy(tokenizer.voice_token_mask()) if constrain else None,
+        allowed=torch.from_numpy(tokenizer.voice_token_mask()) if constrain else None, context=context,
     )
     return out[0].tolist()
 
@@ -299,6 +326,8 @@ register_family(
         "music_transformer_chorales": "Music Transformer on Bach chorales (music21), SATB 16th grid with hold tokens; "
         "shipped checkpoint",
         "music_transformer_jsb": "Music Transformer, the paper's JSB Chorales config (Huang et al. 2018, Table 1)",
+        "music_transformer_jsb_cpu": "Music Transformer on JSB Chorales in the paper's representation, sized for a "
+        "60-minute CPU run, with voice and metric embeddings; shipped checkpoint",
         "music_transformer_piano": "Music Transformer, the paper's piano (performance events) config (Huang et al. 2018)",
         "music_transformer_demo": "Small Music Transformer for `make demo` (chorales, trains in minutes on CPU)",
     },
