@@ -7,7 +7,9 @@ Which parameters decay (one rule for every family):
   ``GroupNorm``, ``RMSNorm``, ``LocalResponseNorm``), biases and other ``dim() < 2`` tensors;
 - except position tables: the parameters a position term (``zoo.core_attention.positions``) owns
   directly, such as relative-embedding and 2-D bias tables. The MLPs inside a term (CrossFormer's
-  dynamic position bias, Plain-DETR's BoxRPB) decay like any linear layer, as in the official code;
+  dynamic position bias, Plain-DETR's BoxRPB) decay like any linear layer here, as CrossFormer's
+  official code does; Plain-DETR's official recipe exempts its BoxRPB MLPs (``cpb_mlp``), which
+  ``zoo.vision.detection.module.PlainDETRDetector`` builds its own groups for;
 - except the names ``model.no_weight_decay()`` returns (timm's convention: embeddings tied to an
   output layer, learned frequencies, ...).
 """

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     prompt = torch.tensor([[dm.tokenizer.bos_id]])
     allowed = torch.from_numpy(dm.tokenizer.voice_token_mask())  # each voice keeps to its own range
     tokens = model.generate(prompt, args.length, temperature=0.9, top_k=20, eos_id=dm.tokenizer.eos_id,
-                            generator=gen, allowed=allowed)[0].tolist()
+                            generator=gen, allowed=allowed, context=args.window)[0].tolist()  # the training window
     torch.set_num_threads(threads)
     paths = write_outputs(tokens, dm.tokenizer, out_dir / "chorale.mid", wav=args.wav)
     lm.save_pretrained(out_dir / "model", metadata={"val_nll": nll, "source": "zoo.music.lm.demo"})
