@@ -40,7 +40,7 @@ from zoo.hub import create_model, load_weights_into, save_pretrained
 
 from .optim import OptimConfig, build_optimizer, total_steps
 
-__all__ = ["ZooModule"]
+__all__ = ["ClassHeadModule", "ZooModule"]
 
 
 class ZooModule(pl.LightningModule):
@@ -198,6 +198,52 @@ class ZooModule(pl.LightningModule):
             self.eval_network(), directory, name=self.hparams.model_name, config=self.model.config,
             card=card, metadata=metadata,
         )
+
+
+class ClassHeadModule(ZooModule):
+    """A :class:`ZooModule` whose network ends in ``num_classes`` logits, given as the task's own argument.
+
+    ``num_classes`` reaches ``create_model`` (never inside ``overrides``: that fails); ``None`` keeps
+    the model's default (then :attr:`num_classes` reads the built model's config). :meth:`check_data`
+    refuses a datamodule whose ``num_classes`` differs, or, with ``exact_class_count = False``, is larger
+    (a detector's logits only need to cover the data's category ids).
+    """
+
+    #: True: the data's class count must equal the head's; False: it must not exceed it
+    exact_class_count: ClassVar[bool] = True
+
+    def __init__(self, model_name: str, *args: Any, num_classes: int | None = None, **kwargs: Any) -> None:
+        if num_classes is not None and num_classes < 1:
+            raise ValueError(f"{type(self).__name__}: num_classes must be >= 1, got {num_classes}")
+        self._num_classes_arg = num_classes
+        super().__init__(model_name, *args, **kwargs)
+
+    @property
+    def num_classes(self) -> int:
+        """The head's class count: the argument, else the model's config."""
+        if self._num_classes_arg is not None:
+            return int(self._num_classes_arg)
+        return int(self.model.config.num_classes)
+
+    def model_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        if "num_classes" in overrides:
+            raise ValueError(f"{type(self).__name__}: give num_classes as its own argument, not inside overrides")
+        if self._num_classes_arg is None:
+            return overrides
+        return {**overrides, "num_classes": self._num_classes_arg}
+
+    def check_data(self, datamodule: Any) -> None:
+        have = getattr(datamodule, "num_classes", None)
+        if have is None:
+            return
+        wrong = have != self.num_classes if self.exact_class_count else have > self.num_classes
+        if wrong:
+            names = getattr(datamodule, "class_names", None)
+            shown = f" ({list(names)[:5]}...)" if names else ""
+            raise ValueError(
+                f"{type(self).__name__}: model.num_classes={self.num_classes} but the data has {have} classes{shown} "
+                f"(model {self.hparams.model_name}); set --model.init_args.num_classes {have}"
+            )
 
 
 def _batch_size(batch: Any) -> int | None:

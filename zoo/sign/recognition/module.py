@@ -18,7 +18,7 @@ from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from zoo.training.figures import ConfusionMatrixFigure
-from zoo.training.module import ZooModule
+from zoo.training.module import ClassHeadModule
 
 from .figures import AttentionMapFigure, PerClassAccuracyFigure
 from .metrics import IsolatedWER
@@ -26,7 +26,7 @@ from .metrics import IsolatedWER
 __all__ = ["SignRecognizer"]
 
 
-class SignRecognizer(ZooModule):
+class SignRecognizer(ClassHeadModule):
     """Train ``zoo.create_model(model_name, num_classes=..., **overrides)`` (an ``slrt*`` model) on sign batches.
 
     Args:
@@ -48,17 +48,9 @@ class SignRecognizer(ZooModule):
         attention_samples: int = 4,
         **kwargs: Any,
     ) -> None:
-        if num_classes < 1:
-            raise ValueError(f"SignRecognizer: num_classes must be >= 1, got {num_classes}")
-        self.num_classes = num_classes
-        super().__init__(model_name, **kwargs)
+        super().__init__(model_name, num_classes=num_classes, **kwargs)
         self.label_smoothing = label_smoothing
         self.attention_samples = attention_samples
-
-    def model_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
-        if "num_classes" in overrides:
-            raise ValueError("SignRecognizer: give num_classes as its own argument, not inside overrides")
-        return {**overrides, "num_classes": self.num_classes}
 
     def configure_metrics(self, split: str) -> dict[str, Metric]:
         return {
@@ -76,13 +68,8 @@ class SignRecognizer(ZooModule):
         ]
 
     def check_data(self, datamodule: Any) -> None:
-        dm = datamodule
-        if getattr(dm, "num_classes", self.num_classes) != self.num_classes:
-            raise ValueError(
-                f"SignRecognizer: model.num_classes={self.num_classes} but the data has {dm.num_classes} classes; "
-                f"set --model.init_args.num_classes {dm.num_classes}"
-            )
-        landmarks = getattr(dm, "num_landmarks", None)
+        super().check_data(datamodule)
+        landmarks = getattr(datamodule, "num_landmarks", None)
         if landmarks is not None and landmarks != self.model.config.num_landmarks:
             raise ValueError(
                 f"SignRecognizer: the model reads {self.model.config.num_landmarks} landmarks but the data gives "

@@ -21,12 +21,12 @@ from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from zoo.training.figures import ConfusionMatrixFigure, MisclassifiedFigure
-from zoo.training.module import ZooModule
+from zoo.training.module import ClassHeadModule
 
 __all__ = ["ImageClassifier"]
 
 
-class ImageClassifier(ZooModule):
+class ImageClassifier(ClassHeadModule):
     """Train ``zoo.create_model(model_name, num_classes=..., **overrides)`` on image batches ``(x, y)``.
 
     Args:
@@ -58,10 +58,7 @@ class ImageClassifier(ZooModule):
         min_lr_ratio: float = 0.01,
         **kwargs: Any,
     ) -> None:
-        if num_classes < 1:
-            raise ValueError(f"ImageClassifier: num_classes must be >= 1, got {num_classes}")
-        self.num_classes = num_classes
-        super().__init__(model_name, weight_decay=weight_decay, min_lr_ratio=min_lr_ratio, **kwargs)
+        super().__init__(model_name, num_classes=num_classes, weight_decay=weight_decay, min_lr_ratio=min_lr_ratio, **kwargs)
         self.label_smoothing = label_smoothing
         self.max_misclassified = max_misclassified
         self.mixup = None
@@ -78,11 +75,6 @@ class ImageClassifier(ZooModule):
 
             self.ema = ModelEmaV3(self.model, decay=ema_decay)
 
-    def model_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
-        if "num_classes" in overrides:
-            raise ValueError("ImageClassifier: give num_classes as its own argument, not inside overrides")
-        return {**overrides, "num_classes": self.num_classes}
-
     def configure_metrics(self, split: str) -> dict[str, Metric]:
         top5 = min(5, self.num_classes)
         return {
@@ -93,14 +85,6 @@ class ImageClassifier(ZooModule):
 
     def configure_callbacks(self) -> list[Callback]:
         return [ConfusionMatrixFigure(self.num_classes), MisclassifiedFigure(self.max_misclassified)]
-
-    def check_data(self, datamodule: Any) -> None:
-        dm = datamodule
-        if getattr(dm, "num_classes", self.num_classes) != self.num_classes:
-            raise ValueError(
-                f"ImageClassifier: model.num_classes={self.num_classes} but the data has {dm.num_classes} classes "
-                f"({dm.class_names[:5]}...); set --model.init_args.num_classes {dm.num_classes}"
-            )
 
     def eval_network(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model

@@ -26,7 +26,7 @@ from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 from torchmetrics import Metric
 
-from zoo.training.module import ZooModule
+from zoo.training.module import ClassHeadModule
 from zoo.training.optim import no_weight_decay_names, total_steps
 
 from .figures import CocoResultsWriter, CrossAttentionFigure, DetectionsFigure
@@ -43,7 +43,7 @@ NO_DECAY_KEYWORDS: tuple[str, ...] = (
 )
 
 
-class PlainDETRDetector(ZooModule):
+class PlainDETRDetector(ClassHeadModule):
     """Train ``zoo.create_model(model_name, **overrides)`` (``model(images, pad_mask) -> dict``) on COCO boxes.
 
     Args:
@@ -60,6 +60,7 @@ class PlainDETRDetector(ZooModule):
     """
 
     monitor = "val/AP"
+    exact_class_count = False  # COCO ids are sparse: 91 logits cover 80 categories
     monitor_mode = "max"
 
     def __init__(
@@ -94,10 +95,7 @@ class PlainDETRDetector(ZooModule):
                 "PlainDETRDetector: need lr_backbone >= 0, 0 < lr_drop_fraction <= 1, 0 < lr_drop_factor <= 1 and topk >= 1; "
                 f"got {lr_backbone}, {lr_drop_fraction}, {lr_drop_factor}, {topk}"
             )
-        if num_classes is not None and num_classes < 1:
-            raise ValueError(f"PlainDETRDetector: num_classes must be >= 1, got {num_classes}")
-        self.num_classes_arg = num_classes
-        super().__init__(model_name, overrides, init_from, lr=lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps)
+        super().__init__(model_name, overrides, init_from, num_classes=num_classes, lr=lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps)
         self.lr_backbone, self.backbone_prefix = lr_backbone, backbone_prefix
         self.lr_drop_fraction, self.lr_drop_factor = lr_drop_fraction, lr_drop_factor
         matcher = HungarianMatcher(cost_class, cost_bbox, cost_giou, alpha=focal_alpha)
@@ -106,15 +104,6 @@ class PlainDETRDetector(ZooModule):
         self.topk, self.figure_images, self.score_threshold = topk, figure_images, score_threshold
 
     # ------------------------------------------------------------------ configuration
-    def model_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
-        if self.num_classes_arg is not None:
-            overrides = {**overrides, "num_classes": self.num_classes_arg}
-        return overrides
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.model.config.num_classes)
-
     def configure_metrics(self, split: str) -> dict[str, Metric]:
         return {"AP": CocoMeanAP()}  # computes all twelve COCO numbers; derived_metrics names them
 
@@ -129,14 +118,9 @@ class PlainDETRDetector(ZooModule):
         return callbacks
 
     def check_data(self, datamodule: Any) -> None:
-        """Refuse data whose category ids do not fit the detector's logits."""
+        """Refuse data whose category ids do not fit the detector's logits (``num_classes`` = largest id + 1)."""
         datamodule.setup()  # idempotent: the categories come from the json files
-        needed = int(getattr(datamodule, "num_classes", 0) or 0)
-        if needed > self.num_classes:
-            raise ValueError(
-                f"PlainDETRDetector: the data's category ids go up to {needed - 1} but {self.hparams.model_name} has "
-                f"{self.num_classes} class logits; set --model.init_args.num_classes {needed}"
-            )
+        super().check_data(datamodule)
 
     def param_groups(self) -> list[dict[str, Any]]:
         """The official four groups: (detector | backbone) x (decay | no decay); empty ones left out."""
