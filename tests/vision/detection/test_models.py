@@ -49,7 +49,8 @@ def test_one_to_many_queries_do_not_change_one_to_one_outputs():
 
 @pytest.mark.parametrize("use_boxrpb", [True, False])
 def test_float64_and_backends_agree(use_boxrpb):
-    model = _tiny(use_boxrpb=use_boxrpb).double().eval()
+    # "reference" materializes BoxRPB's bias; "sdpa" (also what "auto" picks, on CPU too) its feature columns
+    model = _tiny(use_boxrpb=use_boxrpb, attention_backend="reference").double().eval()
     fast = _tiny(use_boxrpb=use_boxrpb, attention_backend="sdpa").double().eval()
     fast.load_state_dict(model.state_dict())
     (images, mask), _ = _images(model)
@@ -83,3 +84,44 @@ def test_bad_input_is_a_clear_error():
         model(torch.randn(2, 1, 32, 32))
     with pytest.raises(ValueError, match="pad_mask must be a bool tensor"):
         model(torch.randn(2, 3, 32, 32), torch.zeros(2, 32, 32))
+
+
+def test_bad_dtype_and_pad_layout_are_clear_errors():
+    model = _tiny()
+    with pytest.raises(ValueError, match=r"images are torch.float64 but the model's weights are torch.float32"):
+        model(torch.randn(1, 3, 64, 64, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"images are torch.uint8"):
+        model(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
+    holes = torch.zeros(2, 64, 64, dtype=torch.bool)
+    holes[1, 10:20, 10:20] = True  # padding inside the image, not right / below it
+    with pytest.raises(ValueError, match=r"pad_mask of image\(s\) \[1\] is not a padded layout"):
+        model(torch.randn(2, 3, 64, 64), holes)
+    with pytest.raises(ValueError, match=r"image\(s\) \[0\]"):
+        model(torch.randn(1, 3, 64, 64), torch.ones(1, 64, 64, dtype=torch.bool))  # nothing left of the image
+
+
+def test_cross_attention_map_layer_out_of_range():
+    model = _tiny()
+    with pytest.raises(ValueError, match=r"layer must be in \[-2, 1\] \(2 decoder layers\), got 2"):
+        model.cross_attention_map(torch.randn(1, 3, 64, 64), layer=2)
+
+
+def test_too_small_input_for_the_proposal_levels_is_a_clear_error():
+    model = _tiny().eval()
+    # 32x32 -> a 2x2 stride-16 map: the stride-64 proposal level would be empty (a bare conv error before)
+    with pytest.raises(ValueError, match=r"(?s)a 32x32 input gives a 2x2 stride-16 map, too small .*strides 8/16/32/64.*"
+                                         r"at least 33x33 pixels"):
+        model(torch.randn(1, 3, 32, 32))
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_more_queries_than_proposals_is_a_clear_error(train):
+    # 48x48 -> a 4x4 stride-16 map: 64 + 16 + 4 + 1 = 85 proposals over the four levels
+    model = _tiny(num_queries_one2one=90 if not train else 5, num_queries_one2many=100).train(train)
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 80))  # a 4x6 map: 96 + 24 + 6 + 1 = 127 proposals, enough for 90 or 105 queries
+    group = r"105 queries \(5 one-to-one \+ 100 one-to-many\)" if train else r"90 queries \(one-to-one\)"
+    with pytest.raises(ValueError, match=rf"(?s)a 48x48 input gives a 4x4 stride-16 map with 85 two-stage proposals "
+                                         rf"\(levels of strides 8/16/32/64: \[64, 16, 4, 1\]\), but {group} are asked.*"
+                                         r"a larger input.*fewer queries"):
+        model(torch.randn(1, 3, 48, 48))

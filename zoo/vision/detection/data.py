@@ -18,7 +18,10 @@ Reading (as the official Plain-DETR / DETR ``ConvertCocoPolysToMask``):
   ``annotations`` for evaluation, where COCOeval treats them as regions to ignore;
 - an image that cannot be opened (missing, not an image, size differing from the json's) is skipped
   with one counted warning (:func:`zoo.training.data.read_each`); the file is opened up to its header
-  at construction, decoded when the item is read;
+  at construction (``decode=True``: decoded in full, which also catches truncated files there) and
+  decoded when the item is read, where an image that fails (a truncated JPEG) is skipped with a
+  warning that counts the skipped images and the next readable image takes its place, so batches
+  stay full (the count is per process: each loader worker counts its own);
 - a missing json or image folder, a json that does not parse, or an annotation naming an unknown image
   or category, is a ``ValueError`` naming the file.
 
@@ -118,18 +121,30 @@ def _field(entry: Any, key: str, kind: type | tuple[type, ...], where: str) -> A
     return entry[key]
 
 
-def _open_image(path: Path, height: int, width: int) -> None:
-    """Open ``path`` up to its header and check its size against the json's."""
+def _open_image(path: Path, height: int, width: int, decode: bool = False) -> None:
+    """Open ``path`` up to its header (or, with ``decode``, decode it all) and check its size against the json's."""
     with Image.open(path) as img:
         if img.size != (width, height):
             raise ValueError(f"image is {img.size[0]}x{img.size[1]}, the json says {width}x{height}")
+        if decode:
+            img.load()  # a truncated JPEG has a valid header and fails only here
 
 
-def read_coco(annotation_file: str | Path, image_dir: str | Path) -> tuple[list[CocoImage], dict[int, str]]:
+def _decode_rgb(path: Path) -> Tensor:
+    """``(3, H, W)`` uint8: the whole file decoded (PIL raises ``OSError`` on a truncated one)."""
+    with Image.open(path) as img:
+        return torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1)
+
+
+def read_coco(
+    annotation_file: str | Path, image_dir: str | Path, decode: bool = False
+) -> tuple[list[CocoImage], dict[int, str]]:
     """The images (with their annotations) and ``{category id: name}`` of one COCO instances file.
 
     Degenerate boxes are dropped and unreadable images skipped, each kind counted in one warning;
-    malformed json is a ``ValueError`` naming the file (see the module docstring)."""
+    malformed json is a ``ValueError`` naming the file (see the module docstring). Images are opened up
+    to their header; ``decode=True`` decodes each one fully, so that a truncated file (whose header
+    reads) is skipped here too, at the price of one decode per image."""
     annotation_file, image_dir = Path(annotation_file), Path(image_dir)
     data = _load_json(annotation_file)
     if not image_dir.is_dir():
@@ -178,7 +193,7 @@ def read_coco(annotation_file: str | Path, image_dir: str | Path) -> tuple[list[
     def read(image_id: int) -> CocoImage:
         im = images[image_id]
         path = image_dir / im["file"]
-        _open_image(path, im["height"], im["width"])
+        _open_image(path, im["height"], im["width"], decode)
         anns = np.asarray(im["anns"], dtype=np.float64).reshape(-1, 7)
         return CocoImage(image_id, path, im["height"], im["width"], anns[:, :4], anns[:, 4].astype(np.int64),
                          anns[:, 5].astype(np.int64), anns[:, 6])
@@ -251,6 +266,8 @@ class CocoDetection(Dataset):
 
     def __init__(self, images: list[CocoImage], categories: dict[int, str], transform: v2.Transform | None = None) -> None:
         self.images, self.transform = images, transform
+        #: index -> why: the images that failed to decode when read (in this process), and were replaced
+        self.unreadable: dict[int, str] = {}
         self.category_names = dict(sorted(categories.items()))
         self.category_index = {cid: i for i, cid in enumerate(self.category_names)}
         self.num_classes = max(self.category_names) + 1
@@ -259,10 +276,36 @@ class CocoDetection(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def _read(self, index: int) -> tuple[CocoImage, Tensor]:
+        """The record and decoded pixels of ``index``, or of the next image that decodes.
+
+        An image that indexing let through (its header reads) but that fails to decode, e.g. a truncated
+        JPEG, is skipped with a warning counting the skipped images so far, and the next readable image
+        is returned in its place: a batch stays full, and evaluation keeps one copy of a repeated image."""
+        n = len(self.images)
+        for step in range(n):
+            i = (index + step) % n
+            if i in self.unreadable:
+                continue
+            rec = self.images[i]
+            try:
+                pixels = _decode_rgb(rec.path)  # (3, H, W) uint8
+                if tuple(pixels.shape[1:]) != (rec.height, rec.width):
+                    raise ValueError(f"decoded {pixels.shape[2]}x{pixels.shape[1]}, the json says {rec.width}x{rec.height}")
+            except (OSError, ValueError, SyntaxError) as err:  # PIL: OSError (truncated), SyntaxError (bad header)
+                self.unreadable[i] = f"{type(err).__name__}: {str(err)[:160]}"
+                warnings.warn(
+                    f"CocoDetection: skipped {len(self.unreadable)} of {n} images that could not be decoded so far; "
+                    f"this one: {rec.path} ({self.unreadable[i]}); reading the next image in its place",
+                    stacklevel=3,
+                )
+                continue
+            return rec, pixels
+        raise ValueError(f"CocoDetection: none of the {n} images could be decoded; first: "
+                         f"{'; '.join(f'{self.images[i].path} ({why})' for i, why in list(self.unreadable.items())[:3])}")
+
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
-        rec = self.images[index]
-        with Image.open(rec.path) as img:
-            pixels = torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1)  # (3, H, W) uint8
+        rec, pixels = self._read(index)
         keep = rec.iscrowd == 0
         image = tv_tensors.Image(pixels)
         boxes = tv_tensors.BoundingBoxes(torch.from_numpy(rec.boxes[keep]).float(), format="XYXY",
@@ -427,6 +470,8 @@ class CocoDetectionDataModule(ZooDataModule):
         scales, max_size, crop_scales, crop_size: DETR's augmentation (:func:`detr_train_transform`).
         eval_size: the evaluation resize of the shorter side.
         synthetic_sizes: images per split of the offline default; synthetic_image_size: its side range.
+        decode_at_setup: decode every image once while indexing (:func:`read_coco`'s ``decode``), so that
+            truncated files are dropped before training rather than replaced when read.
         batch_size, num_workers, limit: :class:`~zoo.training.data.ZooDataModule`'s.
     """
 
@@ -443,6 +488,7 @@ class CocoDetectionDataModule(ZooDataModule):
         eval_size: int = 800,
         synthetic_sizes: tuple[int, int, int] = (600, 60, 120),
         synthetic_image_size: tuple[int, int] = (96, 160),
+        decode_at_setup: bool = False,
         batch_size: int = 2,
         num_workers: int = 0,
         limit: int | None = None,
@@ -459,6 +505,7 @@ class CocoDetectionDataModule(ZooDataModule):
         self.train_transform = detr_train_transform(scales, max_size, crop_scales, tuple(crop_size))
         self.eval_transform = detr_eval_transform(eval_size, max_size)
         self.synthetic_sizes, self.synthetic_image_size = tuple(synthetic_sizes), tuple(synthetic_image_size)
+        self.decode_at_setup = decode_at_setup
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
         self.class_names: list[str] = []
         self.num_classes = 0
@@ -483,7 +530,7 @@ class CocoDetectionDataModule(ZooDataModule):
         read: dict[str, tuple[list[CocoImage], dict[int, str]]] = {}
         for split, name in self.splits.items():
             if name not in read:
-                read[name] = read_coco(path / "annotations" / f"instances_{name}.json", path / name)
+                read[name] = read_coco(path / "annotations" / f"instances_{name}.json", path / name, self.decode_at_setup)
             images, categories = read[name]
             out[split] = CocoDetection(images, categories, self.train_transform if split == "train" else self.eval_transform)
         self.num_classes = max(ds.num_classes for ds in out.values())

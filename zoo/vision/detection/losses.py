@@ -15,7 +15,14 @@ one-to-many group (``*_one2many``: the same losses against the targets repeated 
 scaled by ``lambda_one2many``). The total is ``sum_name weight[name] * loss[name]`` with weights
 ``cls 2, bbox 5, giou 2`` for every group, as the released configs.
 
-Not covered: the reparameterized boxes' delta-space L1 (``--reparam`` of the official code).
+Reparameterized boxes (the official ``--reparam``): with ``box_space="delta"`` (or the default
+``"auto"`` when the outputs carry ``pred_deltas``, i.e. the model has ``reparam=True``) the L1 loss, and
+the matcher's L1 cost, are taken in delta space, as the official ``loss_bbox_type="reparam"``:
+``loss_bbox = sum_matched ||d - bbox2delta(o, b_t)||_1 / N`` with ``d`` the predicted deltas
+(``pred_deltas``), ``o`` the box they were decoded against (``pred_boxes_old``) and ``b_t`` the target,
+both boxes in pixels (normalized boxes times the target's ``size``); the GIoU loss stays on the boxes.
+The official reparam config also sets the L1 weights to 1 (``--set_cost_bbox 1 --bbox_loss_coef 1``):
+pass ``weight_bbox=1`` and a matcher with ``cost_bbox=1`` for it.
 """
 
 from __future__ import annotations
@@ -28,9 +35,10 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
-from .matcher import HungarianMatcher
+from .matcher import BOX_SPACES, HungarianMatcher, delta_space, pixel_scale
+from .models.plain_detr import bbox2delta
 
-__all__ = ["SetCriterion", "focal_loss", "box_losses"]
+__all__ = ["SetCriterion", "box_losses", "delta_l1_loss", "focal_loss"]
 
 
 def focal_loss(logits: Tensor, onehot: Tensor, num_boxes: float, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
@@ -47,6 +55,12 @@ def box_losses(boxes: Tensor, target_boxes: Tensor, num_boxes: float) -> tuple[T
     # the pairwise GIoU's diagonal, without the eps that generalized_box_iou_loss adds (as the official code)
     giou = generalized_box_iou(box_convert(boxes, "cxcywh", "xyxy"), box_convert(target_boxes, "cxcywh", "xyxy")).diagonal()
     return l1, (1 - giou).sum() / num_boxes
+
+
+def delta_l1_loss(deltas: Tensor, boxes_old: Tensor, target_boxes: Tensor, num_boxes: float) -> Tensor:
+    """The reparam L1: ``sum |deltas - bbox2delta(boxes_old, target_boxes)| / num_boxes`` over matched
+    ``(M, 4)`` rows, the boxes cxcywh in pixels."""
+    return (deltas - bbox2delta(boxes_old, target_boxes)).abs().sum() / num_boxes
 
 
 def _num_boxes(targets: Sequence[dict[str, Tensor]], device: torch.device) -> float:
@@ -67,6 +81,9 @@ class SetCriterion(nn.Module):
         alpha, gamma: the focal loss's.
         k_one2many: how many times the targets are repeated for the one-to-many group.
         lambda_one2many: the one-to-many group's weight.
+        box_space: where the L1 loss is taken (:data:`~zoo.vision.detection.matcher.BOX_SPACES`):
+            ``"box"`` normalized cxcywh, ``"delta"`` the reparam deltas, ``"auto"`` delta when the outputs
+            carry ``pred_deltas``. Also the default matcher's.
     """
 
     def __init__(
@@ -79,6 +96,7 @@ class SetCriterion(nn.Module):
         gamma: float = 2.0,
         k_one2many: int = 6,
         lambda_one2many: float = 1.0,
+        box_space: str = "auto",
     ) -> None:
         super().__init__()
         if k_one2many < 1 or lambda_one2many < 0 or min(weight_ce, weight_bbox, weight_giou) < 0:
@@ -86,7 +104,10 @@ class SetCriterion(nn.Module):
                 f"SetCriterion: need k_one2many >= 1, lambda_one2many >= 0 and weights >= 0; got {k_one2many}, "
                 f"{lambda_one2many}, ({weight_ce}, {weight_bbox}, {weight_giou})"
             )
-        self.matcher = matcher or HungarianMatcher(alpha=alpha, gamma=gamma)
+        if box_space not in BOX_SPACES:
+            raise ValueError(f"SetCriterion: box_space must be one of {BOX_SPACES}, got {box_space!r}")
+        self.box_space = box_space
+        self.matcher = matcher or HungarianMatcher(alpha=alpha, gamma=gamma, box_space=box_space)
         self.weights = {"loss_ce": weight_ce, "loss_bbox": weight_bbox, "loss_giou": weight_giou}
         self.alpha, self.gamma = alpha, gamma
         self.k_one2many, self.lambda_one2many = k_one2many, lambda_one2many
@@ -102,6 +123,10 @@ class SetCriterion(nn.Module):
         onehot = torch.zeros_like(logits)  # (B, Q, C)
         onehot[batch, src, labels] = 1
         l1, giou = box_losses(boxes[batch, src], target_boxes.to(boxes), num_boxes)
+        if delta_space(self.box_space, outputs, "SetCriterion"):
+            scale = torch.stack([pixel_scale(t, boxes, "SetCriterion") for t in targets])[batch]  # (M, 4)
+            old = outputs["pred_boxes_old"][batch, src]  # (M, 4)
+            l1 = delta_l1_loss(outputs["pred_deltas"][batch, src], old * scale, target_boxes.to(boxes) * scale, num_boxes)
         return {"loss_ce": focal_loss(logits, onehot, num_boxes, self.alpha, self.gamma), "loss_bbox": l1, "loss_giou": giou}
 
     def group(self, outputs: dict[str, Any], targets: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
@@ -120,6 +145,8 @@ class SetCriterion(nn.Module):
         if "pred_logits_one2many" in outputs:
             many = {"pred_logits": outputs["pred_logits_one2many"], "pred_boxes": outputs["pred_boxes_one2many"],
                     "aux_outputs": outputs.get("aux_outputs_one2many")}
+            if "pred_deltas_one2many" in outputs:
+                many.update(pred_deltas=outputs["pred_deltas_one2many"], pred_boxes_old=outputs["pred_boxes_old_one2many"])
             repeated = [{**t, "labels": t["labels"].repeat(self.k_one2many), "boxes": t["boxes"].repeat(self.k_one2many, 1)}
                         for t in targets]
             losses.update({f"{k}_one2many": v * self.lambda_one2many for k, v in self.group(many, repeated).items()})

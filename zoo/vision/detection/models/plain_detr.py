@@ -34,11 +34,15 @@ What differs from the official code (also in ``docs/vision/detection.md``):
 3. Without ``two_stage`` the reference boxes come from ``Linear(d, 4)`` of the query position (the
    official code predicts 2-d points there, which its BoxRPB decoder cannot take).
 4. Outputs with ``reparam`` are normalized by each image's valid size, like every other variant, so the
-   loss and the evaluation see one box convention (the official code returns pixel boxes there and
-   trains them with an L1 on the deltas).
+   loss and the evaluation see one box convention (the official code returns pixel boxes there); the
+   official L1 on the deltas is :class:`~zoo.vision.detection.losses.SetCriterion`'s ``box_space="delta"``,
+   which maps both back to pixels with each target's ``size``.
 5. Everything runs in the module's dtype (float64 included); the official code forces some float32.
 
-Input: ``images (B, 3, H, W)`` ImageNet-normalized and zero-padded, ``pad_mask (B, H, W)`` True on padding.
+Input: ``images (B, 3, H, W)`` ImageNet-normalized and zero-padded, in the model's dtype, ``pad_mask (B, H, W)``
+True on padding (right of and below each image). Inputs that would fail deep inside are a ``ValueError``
+saying what was expected: a wrong shape or dtype, a mask that is not a padded layout, an input too small
+for the two-stage proposal levels, or fewer proposals than queries (the message gives the smallest input).
 Output: a dict, see :meth:`PlainDETR.forward`.
 """
 
@@ -56,7 +60,7 @@ from zoo.core_attention import attention, positions
 
 from .swin import SwinTransformerV2
 
-__all__ = ["PLAIN_DETR_CONFIGS", "PlainDETR", "PlainDETRConfig", "convert_official"]
+__all__ = ["PLAIN_DETR_CONFIGS", "PlainDETR", "PlainDETRConfig", "bbox2delta", "convert_official", "delta2bbox"]
 
 
 # ----------------------------------------------------------------------------------------- config
@@ -154,6 +158,16 @@ def delta2bbox(proposals: Tensor, deltas: Tensor, max_shape: tuple[Tensor, Tenso
     x2 = torch.minimum(torch.maximum(x2y2[..., :1], zero), valid_w)
     y2 = torch.minimum(torch.maximum(x2y2[..., 1:], zero), valid_h)
     return torch.cat([x1, y1, x2, y2], dim=-1)
+
+
+def bbox2delta(boxes: Tensor, target: Tensor) -> Tensor:
+    """The deltas ``(..., 4)`` that the official reparam loss regresses: ``target`` against ``boxes``
+    (both cxcywh pixels, broadcast): ``((tx - x) / (w + 0.1), (ty - y) / (h + 0.1), log(tw / (w + 0.1)),
+    log(th / (h + 0.1)))``. The official ``box_ops.bbox2delta``'s 0.1-pixel guard makes it not quite the
+    inverse of :func:`delta2bbox` (which scales by ``w``, ``h``); kept, since the loss is defined by it."""
+    x, y, w, h = boxes.unbind(-1)
+    tx, ty, tw, th = target.unbind(-1)
+    return torch.stack([(tx - x) / (w + 0.1), (ty - y) / (h + 0.1), torch.log(tw / (w + 0.1)), torch.log(th / (h + 0.1))], -1)
 
 
 def sine_box_embedding(boxes: Tensor, d_model: int, temperature: float = 10000.0) -> Tensor:
@@ -364,18 +378,69 @@ class PlainDETR(nn.Module):
     def _head(self, heads: nn.ModuleList, i: int) -> nn.Module:
         return heads[i] if len(heads) > 1 else heads[0]
 
-    def _features(self, images: Tensor, pad_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        """The stride-16 map ``(B, d, Hf, Wf)``, its pad mask ``(B, Hf, Wf)`` and position embedding."""
+    def _check_input(self, images: Tensor, pad_mask: Tensor | None) -> None:
+        """Refuse, with what was expected, inputs that would otherwise fail deep inside (or silently)."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"PlainDETR: images must have shape (B, 3, H, W), got {tuple(images.shape)}")
+        dtype = self.level_embed.dtype
+        if images.dtype != dtype:
+            raise ValueError(
+                f"PlainDETR: images are {images.dtype} but the model's weights are {dtype}; pass ImageNet-normalized "
+                f"float images of the model's dtype (e.g. images.to({dtype}))"
+            )
         b, _, h, w = images.shape
         if pad_mask is None:
-            pad_mask = torch.zeros(b, h, w, dtype=torch.bool, device=images.device)
-        elif pad_mask.shape != (b, h, w) or pad_mask.dtype != torch.bool:
+            return
+        if pad_mask.shape != (b, h, w) or pad_mask.dtype != torch.bool:
             raise ValueError(
                 f"PlainDETR: pad_mask must be a bool tensor of shape (B, H, W) = {(b, h, w)} (True on padding), "
                 f"got {pad_mask.dtype} {tuple(pad_mask.shape)}"
             )
+        valid_h, valid_w = (~pad_mask[:, :, 0]).sum(1), (~pad_mask[:, 0, :]).sum(1)  # (B,) each
+        rows = torch.arange(h, device=pad_mask.device)[None, :, None] >= valid_h[:, None, None]  # (B, H, 1)
+        cols = torch.arange(w, device=pad_mask.device)[None, None, :] >= valid_w[:, None, None]  # (B, 1, W)
+        bad = ((valid_h == 0) | (valid_w == 0) | ((rows | cols) != pad_mask).flatten(1).any(1)).nonzero().flatten()
+        if len(bad):
+            raise ValueError(
+                f"PlainDETR: pad_mask of image(s) {bad.tolist()} is not a padded layout: each image must keep at least "
+                "one pixel, its top-left rectangle valid (False) and only the rows below / columns right of it "
+                "True (the layout of collate_detection)"
+            )
+
+    def _check_map(self, image_hw: tuple[int, int], map_hw: tuple[int, int], num_queries: int) -> None:
+        """The two-stage selection needs every proposal level non-empty and ``num_queries`` proposals."""
+        cfg = self.config
+        if not cfg.two_stage:
+            return
+        (h, w), (hf, wf) = image_hw, map_hw
+        counts = self._proposal_counts(hf, wf)
+        strides = "/".join(str(s) for s in cfg.proposal_strides)
+        cells = 1  # the smallest square stride-32 map that would do; a side-s input has ceil(s / 32) cells
+        while min(c := self._proposal_counts(2 * cells, 2 * cells)) < 1 or sum(c) < num_queries:
+            cells += 1
+        side = 32 * (cells - 1) + 1
+        hint = (f"use a larger input (a square input needs at least {side}x{side} pixels) or fewer queries "
+                "(num_queries_one2one, and num_queries_one2many in training)")
+        if min(counts) < 1:
+            raise ValueError(
+                f"PlainDETR: a {h}x{w} input gives a {hf}x{wf} stride-16 map, too small for the two-stage proposal "
+                f"levels of strides {strides} (their maps: {[self._level_shape(hf, wf, s) for s in cfg.proposal_strides]}); "
+                + hint
+            )
+        if sum(counts) < num_queries:
+            group = (f"{cfg.num_queries_one2one} one-to-one + {num_queries - cfg.num_queries_one2one} one-to-many"
+                     if num_queries > cfg.num_queries_one2one else "one-to-one")
+            raise ValueError(
+                f"PlainDETR: a {h}x{w} input gives a {hf}x{wf} stride-16 map with {sum(counts)} two-stage proposals "
+                f"(levels of strides {strides}: {counts}), but {num_queries} queries ({group}) are asked; " + hint
+            )
+
+    def _features(self, images: Tensor, pad_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """The stride-16 map ``(B, d, Hf, Wf)``, its pad mask ``(B, Hf, Wf)`` and position embedding."""
+        self._check_input(images, pad_mask)
+        b, _, h, w = images.shape
+        if pad_mask is None:
+            pad_mask = torch.zeros(b, h, w, dtype=torch.bool, device=images.device)
         feat = self.backbone(images)[len(self.config.depths) - 1]  # (B, C32, H/32, W/32)
         src = self.input_proj(self.upsample(feat))  # (B, d, Hf, Wf)
         mask = F.interpolate(pad_mask[None].to(src.dtype), size=src.shape[-2:])[0].to(torch.bool)  # (B, Hf, Wf)
@@ -386,7 +451,8 @@ class PlainDETR(nn.Module):
         """Two-stage: score every cell of the 4-level re-projection of the map; keep the top ``num``.
 
         Returns the proposals' class logits and boxes (all cells), the top boxes (detached; normalized to
-        the valid image, or pixels with ``reparam``) and ``max_shape`` (valid pixel size, reparam only).
+        the valid image, or pixels with ``reparam``), ``max_shape`` (valid pixel size, reparam only), and
+        with ``reparam`` the cells' anchor boxes (pixels) and deltas (the delta-space loss's inputs).
         """
         cfg = self.config
         b, _, d = memory.shape
@@ -439,7 +505,12 @@ class PlainDETR(nn.Module):
         ref = torch.gather(enc_boxes, 1, top[..., None].expand(-1, -1, 4)).detach()
         ref = ref if cfg.reparam else ref.sigmoid()
         enc_boxes = enc_boxes if cfg.reparam else enc_boxes.sigmoid()
-        return enc_logits, enc_boxes, ref, max_shape
+        anchors = (proposals, delta) if cfg.reparam else None
+        return enc_logits, enc_boxes, ref, max_shape, anchors
+
+    def _proposal_counts(self, hf: int, wf: int) -> list[int]:
+        """How many cells (proposals) each two-stage level has for a stride-16 ``(Hf, Wf)`` map."""
+        return [math.prod(self._level_shape(hf, wf, s)) for s in self.config.proposal_strides]
 
     @staticmethod
     def _level_shape(hf: int, wf: int, stride: int) -> tuple[int, int]:
@@ -459,7 +530,9 @@ class PlainDETR(nn.Module):
         ``pred_logits (B, Q1, C)``, ``pred_boxes (B, Q1, 4)`` (normalized cxcywh of the valid image) of the
         last layer's one-to-one queries; ``aux_outputs`` (earlier layers); ``enc_outputs`` (two-stage
         proposals, every cell); in training with hybrid matching also ``pred_logits_one2many``,
-        ``pred_boxes_one2many`` and ``aux_outputs_one2many``.
+        ``pred_boxes_one2many`` and ``aux_outputs_one2many``. With ``reparam`` every group also carries
+        ``pred_deltas`` (the box head's raw output) and ``pred_boxes_old`` (the box it was decoded
+        against, normalized like ``pred_boxes``), the official outputs of the same names.
         """
         return self._run(images, pad_mask)[0]
 
@@ -478,7 +551,8 @@ class PlainDETR(nn.Module):
         out: dict = {}
         max_shape = None
         if cfg.two_stage:
-            enc_logits, enc_boxes, ref, max_shape = self._proposals(memory, mask, hf, wf, nq)
+            self._check_map(tuple(images.shape[-2:]), (hf, wf), nq)
+            enc_logits, enc_boxes, ref, max_shape, enc_anchors = self._proposals(memory, mask, hf, wf, nq)
             pos_trans = self.pos_trans_norm(self.pos_trans(sine_box_embedding(ref, d)))  # (B, Nq, 2d)
             query_pos, tgt = pos_trans[..., :d], pos_trans[..., d:]
             if cfg.mixed_selection:
@@ -495,6 +569,7 @@ class PlainDETR(nn.Module):
 
         px_scale = torch.tensor([wf, hf, wf, hf], device=src.device, dtype=src.dtype) * 16.0  # padded map, pixels
         logits, boxes, attn_inputs = [], [], []
+        olds, deltas = [], []  # reparam: the box each layer's delta was decoded against, and the delta
         x, prev_box = tgt, None
         for lid, layer in enumerate(self.layers):
             if cfg.reparam:
@@ -512,20 +587,31 @@ class PlainDETR(nn.Module):
             box = self._decode(base, delta, max_shape)
             logits.append(self._head(self.class_embed, lid)(hs))
             boxes.append(box)
+            olds.append(base)
+            deltas.append(delta)
             if cfg.box_refine:
                 prev_box = self._decode(ref, delta, max_shape)  # the same values as ``box``
                 ref = prev_box.detach()
         if cfg.reparam:
             valid_pixels = self._valid_pixels(images, pad_mask)  # (B, 1, 4)
             boxes = [bx / valid_pixels for bx in boxes]
+            olds = [o / valid_pixels for o in olds]
             out["enc_outputs"]["pred_boxes"] = out["enc_outputs"]["pred_boxes"] / valid_pixels
-        out["pred_logits"], out["pred_boxes"] = logits[-1][:, :nq1], boxes[-1][:, :nq1]
-        out["aux_outputs"] = [{"pred_logits": lg[:, :nq1], "pred_boxes": bx[:, :nq1]} for lg, bx in zip(logits[:-1], boxes[:-1])]
+            anchors, enc_delta = enc_anchors
+            out["enc_outputs"].update(pred_boxes_old=anchors / valid_pixels, pred_deltas=enc_delta)
+
+        def group(lid: int, queries: slice) -> dict[str, Tensor]:
+            g = {"pred_logits": logits[lid][:, queries], "pred_boxes": boxes[lid][:, queries]}
+            if cfg.reparam:  # the delta-space L1 (SetCriterion's box_space="delta") needs both
+                g.update(pred_boxes_old=olds[lid][:, queries], pred_deltas=deltas[lid][:, queries])
+            return g
+
+        one2one, one2many, last = slice(0, nq1), slice(nq1, None), len(logits) - 1
+        out.update(group(last, one2one))
+        out["aux_outputs"] = [group(lid, one2one) for lid in range(last)]
         if hybrid:
-            out["pred_logits_one2many"], out["pred_boxes_one2many"] = logits[-1][:, nq1:], boxes[-1][:, nq1:]
-            out["aux_outputs_one2many"] = [
-                {"pred_logits": lg[:, nq1:], "pred_boxes": bx[:, nq1:]} for lg, bx in zip(logits[:-1], boxes[:-1])
-            ]
+            out.update({f"{k}_one2many": v for k, v in group(last, one2many).items()})
+            out["aux_outputs_one2many"] = [group(lid, one2many) for lid in range(last)]
         return out, (attn_inputs, key, memory, key_mask, (hf, wf))
 
     def _decode(self, ref: Tensor, delta: Tensor, max_shape: tuple[Tensor, Tensor] | None) -> Tensor:
@@ -548,6 +634,9 @@ class PlainDETR(nn.Module):
     def cross_attention_map(self, images: Tensor, pad_mask: Tensor | None = None, layer: int = -1) -> Tensor:
         """``(B, heads, Q1, Hf, Wf)``: the one-to-one queries' cross-attention weights over the map in
         decoder layer ``layer``, computed on the reference (materialized) path."""
+        n = len(self.layers)
+        if not -n <= layer < n:
+            raise ValueError(f"PlainDETR.cross_attention_map: layer must be in [-{n}, {n - 1}] ({n} decoder layers), got {layer}")
         was_training = self.training
         self.eval()
         try:
