@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import os
 import platform
 import sys
@@ -68,6 +69,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dims", type=int, nargs="+", default=[64, 128], help="with --compile-report: head dims")
     p.add_argument("--dropout", nargs="+", default=["off", "on"], choices=["off", "on"],
                    help="with --compile-report: kernels without / with dropout")
+    p.add_argument("--qe", nargs="+", default=["in-kernel", "precomputed"], choices=["in-kernel", "precomputed"],
+                   help="with --compile-report: q.E^T computed in the kernel, or precomputed (K << L)")
     p.add_argument("--smoke", action="store_true",
                    help="run on CPU through TRITON_INTERPRET=1 at tiny sizes (checks the code path, not speed)")
     args = p.parse_args(argv)
@@ -306,13 +309,14 @@ def targets(rows: list[dict]) -> list[str]:
     return out or ["- (no cells at the target lengths in this run)"]
 
 
-def count_tile_matmuls() -> dict[str, int]:
+def count_tile_matmuls(precompute_qe: bool = False) -> dict[str, int]:
     """Tile matmuls per band tile of the forward and the backward, counted, not asserted.
 
     Runs the kernels under the Triton interpreter (``TRITON_INTERPRET=1`` must be set before Triton is
-    imported) and counts ``tl.dot`` calls for ``T = 1, 2, 3`` query tiles of ``T`` band tiles each
-    (bidirectional, K = L: every tile is a band tile). A pass costs ``a T^2 + b T + c`` calls (per-tile
-    work, per-program setup, per-call setup), so the second difference ``a`` is the count per band tile.
+    imported) and counts ``tl.dot`` calls for ``T = 1, 2, 3`` query tiles of ``R T`` band tiles each
+    (``R = BLOCK_M / BLOCK_N``; bidirectional, K = L: every tile is a band tile). A pass costs
+    ``a R T^2 + b T + c`` calls (per-tile work, per-program setup, per-call setup), so the second
+    difference ``2 a R`` gives ``a``, the count per (BLOCK_M, BLOCK_N) band tile.
     """
     from triton.runtime import interpreter
 
@@ -327,16 +331,17 @@ def count_tile_matmuls() -> dict[str, int]:
         calls["n"] += 1
         return original(self, *args, **kwargs)
 
+    ratio = rk.INTERPRETER_BLOCK_M // rk.INTERPRETER_BLOCK_N
     counts: dict[str, list[int]] = {"forward": [], "backward": []}
     interpreter.InterpreterBuilder.create_dot = counting_dot
     try:
         for tiles in (1, 2, 3):
-            length = tiles * rk.INTERPRETER_BLOCK
+            length = tiles * rk.INTERPRETER_BLOCK_M
             gen = torch.Generator().manual_seed(tiles)
             q, k, v = (torch.randn(1, 1, length, 16, generator=gen).requires_grad_() for _ in range(3))
             weight = torch.randn(2 * length + 1, 16, generator=gen).requires_grad_()  # (R, D), K = L
             calls["n"] = 0
-            out = rk.relative_attention(q, k, v, weight, length, causal=False)
+            out = rk.relative_attention(q, k, v, weight, length, causal=False, precompute_qe=precompute_qe)
             counts["forward"].append(calls["n"])
             calls["n"] = 0
             out.backward(torch.ones_like(out))
@@ -346,33 +351,33 @@ def count_tile_matmuls() -> dict[str, int]:
     per_tile = {}
     for name, (c1, c2, c3) in counts.items():
         second = c3 - 2 * c2 + c1
-        if second % 2:
+        if second % (2 * ratio):
             raise RuntimeError(f"{name}: tl.dot counts {c1, c2, c3} are not quadratic in the number of tiles")
-        per_tile[name] = second // 2
+        per_tile[name] = second // (2 * ratio)
     return per_tile
 
 
 def _tile_matmul_counts() -> dict[tuple[str, bool], int]:
-    """count_tile_matmuls for both q.E variants, in an interpreter subprocess: ``(kernel, CARRY_QE) -> n``."""
+    """count_tile_matmuls for both q.E^T paths, in an interpreter subprocess: ``(kernel, PRE_QE) -> n``."""
     import subprocess
 
-    code = ("import json, sys; sys.path.insert(0, 'benchmarks'); import relative_attention as b; "
-            "from zoo.core_attention.kernels.relative_attention import triton as rk; out = {}\n"
-            "for carry in (True, False):\n"
-            "    rk.INTERPRETER_CARRY_QE = carry; out[str(carry)] = b.count_tile_matmuls()\n"
+    code = ("import json, sys; sys.path.insert(0, 'benchmarks'); import relative_attention as b; out = {}\n"
+            "for pre in (False, True):\n"
+            "    out[str(pre)] = b.count_tile_matmuls(pre)\n"
             "print(json.dumps(out))")
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, check=True)
     import json
 
     found = json.loads(run.stdout.strip().splitlines()[-1])
-    return {(kernel, carry == "True"): n for carry, by in found.items()
+    return {(kernel, pre == "True"): n for pre, by in found.items()
             for kernel, n in (("_fwd_kernel", by["forward"]), ("_bwd_kernel", by["backward"]))}
 
 
 # pointer arguments of the kernels and their element types in the report (the rest: bf16 tensors)
-_POINTERS = {"Q", "K", "V", "E", "KPM", "O", "LSE", "DO", "DELTA", "DQ", "DK", "DV", "DE", "KEEP"}
-_POINTER_TYPES = {"KPM": "*i8", "LSE": "*fp32", "DELTA": "*fp32", "DK": "*fp32", "DV": "*fp32", "DE": "*fp32"}
+_POINTERS = {"Q", "K", "V", "E", "QE", "KPM", "O", "LSE", "DO", "DELTA", "DQ", "DK", "DV", "DE", "DQE", "KEEP"}
+_POINTER_TYPES = {"KPM": "*i8", "LSE": "*fp32", "DELTA": "*fp32", "DK": "*fp32", "DV": "*fp32", "DE": "*fp32",
+                  "QE": "*fp32", "DQE": "*fp32"}
 # integer arguments that a real launch passes as multiples of 16 (so Triton marks them tt.divisibility=16):
 # the strides of (B, H, L, D) tensors with D >= 16, the table's head stride, and lengths that are multiples
 # of 16 (the benchmark's 1K .. 32K, LEN_BUCKET always); OFF = Lk - Lq = 0 in training
@@ -417,40 +422,40 @@ def compile_report(args: argparse.Namespace) -> str:
 
     tools = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
     matmuls = _tile_matmul_counts()
-    lines = ["| kernel | D | causal | dropout | BLOCK | CARRY_QE | warps | stages | regs | spill stores B | "
+    lines = ["| kernel | q.E^T | D | causal | dropout | BLOCK_M x BLOCK_N | warps | stages | regs | spill stores B | "
              "spill loads B | shared KiB | wgmma (HGMMA) | tile matmuls / band tile |",
-             "|---|---:|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for fn, configs in ((rk._fwd_kernel, rk._FWD_CONFIGS), (rk._bwd_kernel, rk._BWD_CONFIGS)):
         for d in args.dims:
             cfgs = [rk.default_config(fn.__name__, d)] if args.default_configs else configs
-            for mode in args.modes:
-                for dropout in args.dropout:
-                    for cfg in cfgs:
-                        const = dict(D=d, CAUSAL=mode == "causal", HAS_KPM=False, DROPOUT=dropout == "on",
-                                     PRECISION="tf32", **cfg.kwargs)
-                        if "SERIAL" in fn.arg_names:
-                            const["SERIAL"] = False
-                        compiled = triton.compile(hinted_source(fn, const), target=GPUTarget("cuda", 90, 32),
-                                                  options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
-                        with tempfile.TemporaryDirectory() as tmp:
-                            ptx, cubin = Path(tmp) / "k.ptx", Path(tmp) / "k.cubin"
-                            ptx.write_text(compiled.asm["ptx"])
-                            # the flags Triton's own ptxas call uses, with -v
-                            log = subprocess.run([tools / "ptxas", "-lineinfo", "-v", "--regAllocOptLevel=2",
-                                                  "--gpu-name=sm_90a", str(ptx), "-o", str(cubin)],
-                                                 capture_output=True, text=True, check=True).stderr
-                            sass = subprocess.run([tools / "cuobjdump", "-sass", str(cubin)], capture_output=True,
-                                                  text=True, check=True).stdout
-                        regs = re.search(r"Used (\d+) registers", log)
-                        spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
-                        carry = cfg.kwargs["CARRY_QE"]
-                        lines.append(
-                            f"| {fn.__name__} | {d} | {mode} | {dropout} | {cfg.kwargs['BLOCK']} | {carry} | "
-                            f"{cfg.num_warps} | {cfg.num_stages} | {regs.group(1) if regs else '?'} | "
-                            f"{spills.group(1) if spills else '?'} | {spills.group(2) if spills else '?'} | "
-                            f"{compiled.metadata.shared / 1024:.0f} | {len(re.findall(r'HGMMA', sass))} | "
-                            f"{matmuls[(fn.__name__, carry)]} |")
-                        print(lines[-1], flush=True)
+            for pre_qe, mode, dropout, cfg in itertools.product(args.qe, args.modes, args.dropout, cfgs):
+                pre_qe = pre_qe == "precomputed"
+                const = dict(D=d, CAUSAL=mode == "causal", HAS_KPM=False, DROPOUT=dropout == "on",
+                             PRECISION="tf32", PRE_QE=pre_qe, **cfg.kwargs)
+                if "SERIAL" in fn.arg_names:
+                    const["SERIAL"] = False
+                compiled = triton.compile(hinted_source(fn, const), target=GPUTarget("cuda", 90, 32),
+                                          options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
+                with tempfile.TemporaryDirectory() as tmp:
+                    ptx, cubin = Path(tmp) / "k.ptx", Path(tmp) / "k.cubin"
+                    ptx.write_text(compiled.asm["ptx"])
+                    # the flags Triton's own ptxas call uses, with -v
+                    log = subprocess.run([tools / "ptxas", "-lineinfo", "-v", "--regAllocOptLevel=2",
+                                          "--gpu-name=sm_90a", str(ptx), "-o", str(cubin)],
+                                         capture_output=True, text=True, check=True).stderr
+                    sass = subprocess.run([tools / "cuobjdump", "-sass", str(cubin)], capture_output=True,
+                                          text=True, check=True).stdout
+                regs = re.search(r"Used (\d+) registers", log)
+                spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
+                blocks = f"{cfg.kwargs['BLOCK_M']} x {cfg.kwargs['BLOCK_N']}"
+                lines.append(
+                    f"| {fn.__name__} | {'precomputed' if pre_qe else 'in-kernel'} | {d} | {mode} | "
+                    f"{dropout} | {blocks} | "
+                    f"{cfg.num_warps} | {cfg.num_stages} | {regs.group(1) if regs else '?'} | "
+                    f"{spills.group(1) if spills else '?'} | {spills.group(2) if spills else '?'} | "
+                    f"{compiled.metadata.shared / 1024:.0f} | {len(re.findall(r'HGMMA', sass))} | "
+                    f"{matmuls[(fn.__name__, pre_qe)]} |")
+                print(lines[-1], flush=True)
     return "\n".join(lines) + "\n"
 
 

@@ -1,8 +1,10 @@
 """The fused relative-attention kernel (``triton.py``) against its readable twin (``reference.py``).
 
 Forward and every gradient are compared with the reference evaluated in float64. On CPU the kernels
-run in Triton's interpreter (``TRITON_INTERPRET=1``, set below before Triton is imported), in float32, with the interpreter's 16-row tiles so small lengths span several tiles: fully
-clipped tiles, band tiles and ragged last tiles all occur. ``gpu`` tests check half precision with
+run in Triton's interpreter (``TRITON_INTERPRET=1``, set below before Triton is imported), in float32, with the
+interpreter's 32 x 16 tiles (and 16 x 16 ones where a test says so) so small lengths span several tiles: fully
+clipped tiles, band tiles and ragged last tiles all occur. Both q.E^T paths are tested: in the kernel and
+precomputed (``precompute_qe``). ``gpu`` tests check half precision with
 FlashAttention's criterion and ``torch.compile`` with Inductor.
 """
 
@@ -75,13 +77,15 @@ def case_id(c):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
-def test_forward_and_gradients_match_reference(case):
+def test_forward_and_gradients_match_reference(case, precompute_qe=False):
     b, h, lq, lk, d, kmax, causal, per_head, pad = case
-    if rk.INTERPRET and case[:2] in ((2, 2), (3, 1)):
+    if rk.INTERPRET and case[:2] in ((2, 2), (3, 1)) and not precompute_qe and rk.INTERPRETER_BLOCK_M == 32:
+        # at the interpreter's default tile, more (batch, head) pairs than dE copies
         assert rk._de_slots(b, h, lq, torch.device(DEVICE), per_head, False) < b * h
     q, k, v, weight, kpm = make_inputs(b, h, lq, lk, d, kmax, causal, per_head, pad)
     dout = torch.randn(b, h, lq, d, device=DEVICE)
-    got = grads(lambda *t: rk.relative_attention(*t, kmax, causal=causal, key_padding_mask=kpm), q, k, v, weight, dout)
+    got = grads(lambda *t: rk.relative_attention(*t, kmax, causal=causal, key_padding_mask=kpm,
+                                                 precompute_qe=precompute_qe), q, k, v, weight, dout)
     want = grads(lambda *t: reference(*t, kmax, causal=causal, key_padding_mask=kpm),
                  *(t.double() for t in (q, k, v, weight)), dout.double())
     for name, g, w in zip(["out", "dq", "dk", "dv", "dweight"], got, want):
@@ -89,12 +93,80 @@ def test_forward_and_gradients_match_reference(case):
         torch.testing.assert_close(g.double(), w, atol=2e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
 
 
-@pytest.mark.skipif(not rk.INTERPRET, reason="on GPUs the autotuner picks the variant")
-@pytest.mark.parametrize("case", [CASES[0], CASES[4]], ids=[case_id(CASES[0]), case_id(CASES[4])])
-def test_recompute_variant_matches_reference(case, monkeypatch):
-    """CARRY_QE=False (recompute q.E of the previous chunk instead of carrying it), an autotune choice."""
-    monkeypatch.setattr(rk, "INTERPRETER_CARRY_QE", False)
+TILE_CASES = [CASES[0], CASES[3], CASES[4], CASES[10], (1, 1, 130, 130, 16, 20, False, True, True)]
+
+
+@pytest.mark.skipif(not rk.INTERPRET, reason="on GPUs the autotuner picks the tile shape")
+@pytest.mark.parametrize("block_m", [16, 64], ids=["16x16", "64x16"])
+@pytest.mark.parametrize("case", TILE_CASES, ids=[case_id(c) for c in TILE_CASES])
+def test_other_tile_shapes_match_reference(case, block_m, monkeypatch):
+    """BLOCK_M = BLOCK_N (one chunk carried, a two-way select) and BLOCK_M = 4 BLOCK_N (four chunks, the GPU
+    backward's default shape), beside the interpreter's default 2:1."""
+    monkeypatch.setattr(rk, "INTERPRETER_BLOCK_M", block_m)
     test_forward_and_gradients_match_reference(case)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
+def test_precomputed_qe_path_matches_reference(case):
+    """``precompute_qe=True``: the kernels gather the band from ``q @ E^T`` (B, H, Lq, R); dq and dE get the
+    relative part through autograd from the kernel's dQE. Every case, K < L and K >= L alike."""
+    test_forward_and_gradients_match_reference(case, precompute_qe=True)
+
+
+@pytest.mark.skipif(not rk.INTERPRET, reason="the interpreter's tile shapes")
+@pytest.mark.parametrize("block_m", [16, 64], ids=["16x16", "64x16"])
+def test_precomputed_qe_path_with_other_tile_shapes(block_m, monkeypatch):
+    monkeypatch.setattr(rk, "INTERPRETER_BLOCK_M", block_m)
+    test_forward_and_gradients_match_reference(CASES[1], precompute_qe=True)
+    test_forward_and_gradients_match_reference(TILE_CASES[-1], precompute_qe=True)
+
+
+def test_precomputed_qe_gradient_flows_through_the_tensor():
+    """The precomputed path's custom op differentiates w.r.t. its ``qe`` input, and that gradient equals
+    the float64 reference's gradient of the relative logits ``q @ E^T`` (so dq and dE through it are right)."""
+    b, h, length, d, kmax, causal = 1, 2, 37, 16, 5, False
+    q, k, v, weight, kpm = make_inputs(b, h, length, length, d, kmax, causal, False, True)
+    dout = torch.randn(b, h, length, d, device=DEVICE)
+    qe = rk._table_logits(q, weight).requires_grad_()  # (B, H, L, R) leaf
+    scale = d**-0.5
+    out, _ = torch.ops.zoo.relative_attention_qe_fwd(q, k, v, qe, kpm, None, kmax, causal, scale, 0.0)
+    (got,) = torch.autograd.grad(out, qe, dout)
+    # the reference's logits as a function of a (B, H, L, R) leaf: gather it exactly as reference.py does
+    qe64 = qe.detach().double().requires_grad_()
+    q_pos = torch.arange(length, device=DEVICE)
+    rows = (q_pos[None, :] - q_pos[:, None]).clamp(-kmax, kmax) + kmax  # (L, L)
+    logits = scale * (q.double() @ k.double().transpose(-1, -2) + qe64.gather(-1, rows.expand(b, h, -1, -1)))
+    logits = logits.masked_fill(~kpm[:, None, None, :], float("-inf"))
+    want_out = torch.softmax(logits, -1) @ v.double()
+    (want,) = torch.autograd.grad(want_out, qe64, dout.double())
+    torch.testing.assert_close(out.double(), want_out, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(got.double(), want, atol=2e-5, rtol=1e-4)
+
+
+def test_precomputed_qe_selection_rule(monkeypatch):
+    """``precompute_qe=None`` precomputes exactly when R <= 2 D and R < Lk, and the pick is the path that runs."""
+    assert rk.use_precomputed_qe(rows=11, lk=512, head_dim=64)  # K = 5, bidirectional
+    assert rk.use_precomputed_qe(rows=128, lk=512, head_dim=64)  # R = 2 D
+    assert not rk.use_precomputed_qe(rows=129, lk=512, head_dim=64)
+    assert rk.use_precomputed_qe(rows=256, lk=4096, head_dim=128)
+    assert not rk.use_precomputed_qe(rows=33, lk=33, head_dim=64)  # K >= L: the table spans the sequence
+    assert not rk.use_precomputed_qe(rows=2049, lk=2048, head_dim=64)  # Music Transformer, K = L
+    q, k, v, weight, _ = make_inputs(1, 1, 20, 20, 16, 4, True, False, False)
+    calls = []
+    for op in ("relative_attention_fwd", "relative_attention_qe_fwd"):
+        original = getattr(rk, f"_{op}")
+
+        def spy(*args, _name=op, _original=original):
+            calls.append(_name)
+            return _original(*args)
+
+        monkeypatch.setattr(rk, f"_{op}", spy)
+    rk.relative_attention(q, k, v, weight, 4, causal=True)  # R = 5 <= 2 D = 32 and < Lk = 20: precomputed
+    rk.relative_attention(q, k, v, torch.randn(41, 16, device=DEVICE), 20, causal=False)  # R = 41 > 32
+    rk.relative_attention(q, k, v, weight, 4, causal=True, precompute_qe=False)
+    assert calls == ["relative_attention_qe_fwd", "relative_attention_fwd", "relative_attention_fwd"]
+    with pytest.raises(ValueError, match="precompute_qe must be None, True or False"):
+        rk.relative_attention(q, k, v, weight, 4, causal=True, precompute_qe="yes")
 
 
 def test_explicit_scale_and_strided_inputs():
@@ -280,15 +352,19 @@ def test_kernels_compile_for_hopper_without_a_gpu():
     root = Path(__file__).resolve().parents[4]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = subprocess.run([sys.executable, str(root / "benchmarks" / "relative_attention.py"), "--compile-report",
-                          "--default-configs", "--modes", "causal", "--dims", "64", "--dropout", "off"], capture_output=True, text=True, env=env,
-                         cwd=root, timeout=600)
+                          "--default-configs", "--modes", "causal", "--dims", "64", "--dropout", "off"],
+                         capture_output=True, text=True, env=env, cwd=root, timeout=600)
     if run.returncode != 0 and "ptxas" in run.stderr.lower():
         pytest.skip(f"no usable ptxas here: {run.stderr.strip().splitlines()[-1]}")
     assert run.returncode == 0, run.stderr[-2000:]
     rows = [line.split("|") for line in run.stdout.splitlines() if line.startswith("| _")]
-    assert [r[1].strip() for r in rows] == ["_fwd_kernel", "_bwd_kernel"]
+    assert [(r[1].strip(), r[2].strip()) for r in rows] == [
+        ("_fwd_kernel", "in-kernel"), ("_fwd_kernel", "precomputed"), ("_bwd_kernel", "in-kernel"),
+        ("_bwd_kernel", "precomputed")]
     assert all(int(r[-3]) > 0 for r in rows), "expected wgmma (HGMMA) instructions in every kernel"
-    assert [int(r[-2]) for r in rows] == [3, 8], "tile matmuls per band tile: forward 3, backward 8"
+    assert [int(r[-2]) for r in rows] == [3, 2, 8, 5], "tile matmuls per band tile: forward 3 (2), backward 8 (5)"
+    # the defaults at D = 64 (without dropout) are spill-free, both q.E^T paths (column: spill stores)
+    assert [int(r[10]) for r in rows] == [0, 0, 0, 0], "spill stores at BLOCK_M 64, D 64"
 
 
 # ----------------------------------------------------------------------------- bf16 under the interpreter
@@ -421,12 +497,15 @@ def _benchmark_module(monkeypatch):
 
 
 @pytest.mark.skipif(not rk.INTERPRET, reason="counts tl.dot calls in the interpreter")
-@pytest.mark.parametrize("carry,expected", [(True, (3, 8)), (False, (4, 9))], ids=["carry", "recompute"])
-def test_tile_matmuls_per_band_tile(carry, expected, monkeypatch):
-    """The module docstring's count: forward 3 and backward 8 tile matmuls per band tile (one more each
-    when q.E is recomputed), measured by counting tl.dot calls as the number of band tiles grows."""
-    monkeypatch.setattr(rk, "INTERPRETER_CARRY_QE", carry)
-    counts = _benchmark_module(monkeypatch).count_tile_matmuls()
+@pytest.mark.parametrize("block_m,precompute_qe,expected", [(32, False, (3, 8)), (16, False, (3, 8)),
+                                                             (64, False, (3, 8)), (32, True, (2, 5))],
+                         ids=["32x16", "16x16", "64x16", "32x16-precomputed"])
+def test_tile_matmuls_per_band_tile(block_m, precompute_qe, expected, monkeypatch):
+    """The module docstring's count: forward 3 and backward 8 tile matmuls per band tile, whatever the
+    tile shape (2 and 5, plain attention's, with q.E^T precomputed), measured by counting tl.dot calls
+    as the number of band tiles grows."""
+    monkeypatch.setattr(rk, "INTERPRETER_BLOCK_M", block_m)
+    counts = _benchmark_module(monkeypatch).count_tile_matmuls(precompute_qe)
     assert (counts["forward"], counts["backward"]) == expected
 
 

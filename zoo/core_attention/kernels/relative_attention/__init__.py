@@ -5,10 +5,11 @@
 * :mod:`.reference` -- :func:`relative_attention_reference`, the exact PyTorch form with
   materialized ``(Lq, Lk)`` logits: what the kernel is tested against.
 * :mod:`.triton` -- :func:`relative_attention`, the fused kernel (O(L) memory, forward and
-  backward, attention dropout), :func:`supports`, and :func:`dropout_mask` / :func:`draw_seed` (the
-  kernel's dropout mask for a seed, so the reference can apply the same one). These names are
-  imported from it on first use, so importing this package (which the core does to register the op)
-  does not import Triton.
+  backward, attention dropout; ``q @ E^T`` computed inside it, or precomputed once as a
+  ``(B, H, Lq, R)`` tensor for short tables by the rule :func:`use_precomputed_qe`), :func:`supports`,
+  and :func:`dropout_mask` / :func:`draw_seed` (the kernel's dropout mask for a seed, so the reference
+  can apply the same one). These names are imported from it on first use, so importing this package
+  (which the core does to register the op) does not import Triton.
 
 The op covers the terms whose ``kernel`` is ``"relative_attention"``
 (:class:`~zoo.core_attention.positions.RelativeEmbedding`) and reads their ``weight``
@@ -23,10 +24,12 @@ from torch import Tensor
 from .. import KernelCall, register_kernel
 from .reference import relative_attention_reference
 
-__all__ = ["dropout_mask", "draw_seed", "relative_attention", "relative_attention_reference", "supports"]
+__all__ = ["dropout_mask", "draw_seed", "relative_attention", "relative_attention_reference", "supports",
+           "use_precomputed_qe"]
 
 # names of the fused module, resolved lazily by __getattr__ below
-_FUSED = ("relative_attention", "supports", "dropout_mask", "draw_seed", "SUPPORTED_HEAD_DIMS", "SUPPORTED_DTYPES")
+_FUSED = ("relative_attention", "supports", "dropout_mask", "draw_seed", "use_precomputed_qe", "SUPPORTED_HEAD_DIMS",
+          "SUPPORTED_DTYPES")
 
 
 def __getattr__(name: str):

@@ -8,16 +8,17 @@ forward and backward without any (Lq, Lk) tensor: memory is O(L) per head, like 
 ``reference.py`` beside this file computes the same function with materialized logits; the tests
 compare the two, forward and every gradient (with dropout: given the kernel's mask, :func:`dropout_mask`).
 
-Forward (``_fwd_kernel``, one program per query tile of ``BLOCK`` rows, online softmax over key tiles):
-  * For a query tile at ``m0`` and a key tile at ``n0`` the distances ``j - i'`` cover the ``2 BLOCK - 1``
-    consecutive values starting at ``c - BLOCK + 1`` with ``c = n0 - m0 - (Lk - Lq)``. Split that window
-    into two ``BLOCK``-row *chunks* of E, ``c - BLOCK ..`` ("prev") and ``c ..`` ("cur"). The next key
-    tile's prev chunk is this tile's cur chunk, so ``q_tile @ E_chunk^T`` is computed once per key tile
-    and carried in registers (``CARRY_QE``; the autotuner may instead recompute it, one matmul more for
-    one (BM, BLOCK) fp32 tile fewer in registers).
-  * One skew pass picks the diagonal band ``rel[a, b] = cur[a, b - a]`` (``b >= a``) or
-    ``prev[a, BLOCK + b - a]`` (``b < a``) out of the two chunks: an elementwise select in the chunks'
-    own layout, then one ``tl.gather`` that rotates row ``a`` by ``a`` (:func:`_band_from_chunks`).
+Tiles are ``BLOCK_M`` query rows by ``BLOCK_N`` keys with ``BLOCK_M = r * BLOCK_N``, ``r`` in 1, 2, 4.
+
+Forward (``_fwd_kernel``, one program per query tile, online softmax over key tiles):
+  * For a query tile at ``m0`` and a key tile at ``n0`` the distances ``j - i'`` cover ``c + b - a`` with
+    ``c = n0 - m0 - (Lk - Lq)``, ``a`` the tile's row and ``b`` its key. Split them into ``BLOCK_N``-wide
+    *chunks* of E, chunk ``t`` holding distances ``c + t BLOCK_N ..``; a tile needs the chunks
+    ``t = 0, -1, .., -r``, and the next key tile's chunks ``-1 .. -r`` are this tile's ``0 .. -(r - 1)``, so
+    ``q_tile @ E_chunk^T`` is computed once per key tile and the r older ones are carried in registers.
+  * One skew pass picks the band ``rel[a, b] = chunk_t[a, (b - a) mod BLOCK_N]``, ``t = floor((b - a) /
+    BLOCK_N)``, out of the chunks: an elementwise select in the chunks' own layout, then one ``tl.gather``
+    that rotates row ``a`` by ``a`` (:func:`_band_from_chunks`).
   * Clipping is free inside the band: E rows are loaded with clamped indices. Key tiles entirely at
     distance ``<= -K`` (or ``>= Khi``) skip the E matmul and add the per-row constant ``q_i . E[0]``
     (``q_i . E[R - 1]``), one dot product per query row for the whole tile range.
@@ -25,34 +26,45 @@ Forward (``_fwd_kernel``, one program per query tile of ``BLOCK`` rows, online s
 
 Backward (``_bwd_kernel``: one query-major pass, P recomputed from the saved log-sum-exp as in
 FlashAttention-2): one program per query tile walks its key tiles and produces dq in registers, and dk,
-dv, dE with relaxed fp32 atomics. E chunk ``c`` receives dS entries from two consecutive key tiles (the
-upper triangle of tile n, the lower one of tile n+1); with dS of the neighbouring tile carried in
-registers the two halves are merged by one inverse skew pass into a dense ``(BLOCK, BLOCK)`` matrix W
-(:func:`_chunk_from_tiles`), so each chunk costs one matmul for dq (``W @ E_chunk``) and one for dE
-(``q^T @ W``) and is *complete* once emitted. Key tiles are walked from the last one down: at a given
-loop step the programs of one (batch, head) are at different key tiles (each starts at its own
-diagonal), so their dk/dv atomics rarely meet at one address.
+dv, dE with relaxed fp32 atomics (dk and dv computed transposed, ``q^T dS`` and ``dO^T P``, so those
+matmuls keep D >= 64 rows on narrow key tiles). E chunk ``n`` receives dS entries from the r + 1 key tiles
+``n .. n + r``; with the dS of the r tiles above carried in registers (tiles are walked downwards) they
+are merged by one inverse skew pass into a dense ``(BLOCK_M, BLOCK_N)`` matrix W (:func:`_chunk_from_tiles`),
+so each chunk costs one matmul for dq (``W @ E_chunk``) and one for dE (``q^T @ W``) and is *complete*
+once emitted. Walking the key tiles from the last one down also staggers the programs of one
+(batch, head) (each starts at its own diagonal), so their dk/dv atomics rarely meet at one address.
+
+Precomputed ``q @ E^T`` (``PRE_QE``, :func:`use_precomputed_qe` picks it for short tables, K << L):
+``q @ E^T`` is computed once by torch as a ``(B, H, Lq, R)`` fp32 tensor, O(L R); the kernels load the
+band from it with one gathered load per tile (:func:`_qe_band`) instead of a matmul and a skew, and the
+backward stores dS into its gradient dQE (each (row, distance) strictly inside the clip is met by one key;
+clipped ones are summed per row), from which autograd gives dq's and dE's relative parts.
 
 Tile matmuls per (query tile, key tile) in the band -- ``benchmarks/relative_attention.py
 --compile-report`` measures them by counting ``tl.dot`` calls under the interpreter:
 
-  ============  =====================================  =========================================
-  pass          this kernel (``CARRY_QE``, default)    plain attention (FlashAttention-2)
-  ============  =====================================  =========================================
-  forward       3: q k^T, q E_chunk^T, P v             2: q k^T, P v
-  backward      8: q k^T, q E_chunk^T, dO v^T, P^T dO,  5: q k^T, dO v^T, P^T dO, dS^T q, dS k
-                dS^T q, dS k, W E_chunk, q^T W
-  ============  =====================================  =========================================
+  ============  =====================================  ==================  ============================
+  pass          q @ E^T in the kernel (default)         precomputed q E^T   plain attention (FA-2)
+  ============  =====================================  ==================  ============================
+  forward       3: q k^T, q E_chunk^T, P v               2: q k^T, P v       2: q k^T, P v
+  backward      8: q k^T, q E_chunk^T, dO v^T, dO^T P,   5: as FA-2          5: q k^T, dO v^T, P^T dO,
+                q^T dS, dS k, W E_chunk, q^T W                               dS^T q, dS k
+  ============  =====================================  ==================  ============================
 
 (before issue 17: forward 3-4, backward 12-13 in two kernels, 15-17 in all). Fully clipped tiles cost
-what plain attention costs. ``CARRY_QE=False`` adds one matmul to each pass.
+what plain attention costs.
+
+Registers (hinted sm_90 compile, ``benchmarks/results/relative_attention_compile_sm90.md``): the defaults
+are 64 x 32 forward tiles and 64 x 16 backward tiles on 4 warps. Narrow key tiles shrink every per-tile
+temporary while the carried state stays ``BLOCK_M x BLOCK_M``; the skew's masks and gather indices are
+kept inside the key loop by an opaque zero (:func:`_opaque_zero`), because hoisted they stay live across it.
 
 Dropout (``dropout_p > 0``): the probability of (batch-head ``bh``, query row ``i``, key ``j``) is kept
-when ``tl.rand(seed, (bh * Lq + i) * Lk + j) >= p`` (Philox, 64-bit counters) and scaled by
-``1 / (1 - p)``. The backward regenerates the same bits from the same seed and offsets, so no mask is
-stored; ``delta = rowsum(dO * O)`` of the dropped output is still ``sum_j P dP`` of the dropped
-probabilities, so the FlashAttention backward identity holds unchanged. The seed is drawn from torch's
-default (CPU) generator on every call (:func:`draw_seed`), so ``torch.manual_seed`` reproduces a run.
+when the first output of Philox-4x32 keyed by ``(seed, bh)`` at counter ``(j, i)``, as a uniform float,
+is ``>= p``, and scaled by ``1 / (1 - p)``. The backward regenerates the same bits, so no mask is stored;
+``delta = rowsum(dO * O)`` of the dropped output is still ``sum_j P dP`` of the dropped probabilities, so
+the FlashAttention backward identity holds unchanged. The seed is drawn from torch's default (CPU)
+generator on every call (:func:`draw_seed`), so ``torch.manual_seed`` reproduces a run.
 
 Atomics and determinism: dk and dv go to fp32 buffers of k's shape (O(L)); dE to ``G`` fp32 copies,
 ``(G, R, D)``, program ``(m, bh)`` using copy ``bh % G``, each query-tile program emitting every E row at
@@ -62,13 +74,13 @@ rarely add to the same address. The copies are summed by an ordinary torch reduc
 nondeterminism is the fp32 order of the adds. Under ``torch.use_deterministic_algorithms(True)`` each
 (batch, head) gets its own dE copy and one program that walks its query tiles in order with a barrier
 in between, so every add happens in a fixed order: bitwise reproducible, at the cost of ``B * H``
-programs instead of ``B * H * ceil(Lq / BLOCK)``.
+programs instead of ``B * H * ceil(Lq / BLOCK_M)``. The precomputed path's dQE is stored, not added.
 
-Block sizes are autotuned per (D, causal, key padding, dropout, dtype, power-of-two bucket of Lk) on
-GPUs (``BLOCK_M == BLOCK_N == BLOCK`` so the chunk carry lines up); under ``TRITON_INTERPRET=1`` one
-small config (``INTERPRETER_BLOCK``) is used, and bfloat16 is refused (the interpreter's bf16 ``tl.dot``
-is wrong). :func:`relative_attention` is a ``torch.library.custom_op`` pair (forward, backward) with fake
-implementations, so it composes with ``torch.compile``.
+Block sizes are autotuned per (D, causal, key padding, dropout, q.E^T path, dtype, power-of-two bucket of
+Lk) on GPUs; under ``TRITON_INTERPRET=1`` one small tile shape (``INTERPRETER_BLOCK_M`` x
+``INTERPRETER_BLOCK_N``) is used, and bfloat16 is refused (the interpreter's bf16 ``tl.dot`` is wrong).
+:func:`relative_attention` runs one of two ``torch.library.custom_op`` pairs (forward, backward; E or the
+precomputed ``q @ E^T``) with fake implementations, so it composes with ``torch.compile``.
 """
 
 import math
@@ -79,52 +91,106 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-__all__ = ["relative_attention", "supports", "dropout_mask", "draw_seed", "SUPPORTED_HEAD_DIMS", "SUPPORTED_DTYPES"]
+__all__ = ["relative_attention", "supports", "dropout_mask", "draw_seed", "use_precomputed_qe", "SUPPORTED_HEAD_DIMS",
+           "SUPPORTED_DTYPES"]
 
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # Triton reads TRITON_INTERPRET when a kernel is decorated, i.e. when this module is imported.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-# The one block size used under the interpreter (autotuning needs a GPU); 16 keeps tests fast and
-# makes small test lengths span several tiles, ragged last tile included.
-INTERPRETER_BLOCK = 16
-INTERPRETER_CARRY_QE = True  # the autotuned variant choice (see _FWD_CONFIGS); tests flip it
+# The one tile shape used under the interpreter (autotuning needs a GPU): 32 query rows by 16 keys, the
+# GPU default's two-chunk skew at a small size; small test lengths span several tiles, ragged last tile
+# included. Tests also run square tiles (BLOCK_M == BLOCK_N) by setting both to 16.
+INTERPRETER_BLOCK_M = 32
+INTERPRETER_BLOCK_N = 16
 _LOG2E = 1.4426950408889634
 
 
 # ----------------------------------------------------------------------------- shared helpers
 @triton.jit
-def _load_e_chunk(p_e, c, KMAX, KHI, D: tl.constexpr, BLOCK: tl.constexpr):
-    """Rows of E for distances ``c .. c + BLOCK - 1``, clipped to ``[-K, Khi]``: ``(BLOCK, D)``."""
-    o_r = tl.minimum(tl.maximum(c + tl.arange(0, BLOCK), -KMAX), KHI) + KMAX
+def _load_e_chunk(p_e, c, KMAX, KHI, D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Rows of E for distances ``c .. c + BLOCK_N - 1``, clipped to ``[-K, Khi]``: ``(BN, D)``."""
+    o_r = tl.minimum(tl.maximum(c + tl.arange(0, BLOCK_N), -KMAX), KHI) + KMAX
     return tl.load(p_e + o_r[:, None] * D + tl.arange(0, D)[None, :])
 
 
 @triton.jit
-def _band_from_chunks(b_prev, b_cur, BLOCK: tl.constexpr):
-    """``rel[a, b] = cur[a, b - a]`` if ``b >= a`` else ``prev[a, BLOCK + b - a]``: the skew in registers.
-
-    Both cases read column ``t = (b - a) mod BLOCK``, and key ``b = (a + t) mod BLOCK`` is on or right of
-    the diagonal iff ``a + t < BLOCK``: select per element in the chunks' layout, then rotate row a by a.
-    """
-    o_a = tl.arange(0, BLOCK)[:, None]  # (BM, 1)
-    o_j = tl.arange(0, BLOCK)[None, :]  # (1, BLOCK): t for the select, b for the gather
-    b_rot = tl.where(o_a + o_j < BLOCK, b_cur, b_prev)  # (BM, BLOCK)
-    return tl.gather(b_rot, (o_j - o_a) & (BLOCK - 1), 1)  # (BM, BN)
+def _qe_chunk(b_q, p_e, c, KMAX, KHI, D: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+    """``q @ E_chunk^T`` for the chunk of distances ``c .. c + BLOCK_N - 1``: ``(BM, BN)`` fp32."""
+    return tl.dot(b_q, tl.trans(_load_e_chunk(p_e, c, KMAX, KHI, D, BLOCK_N)), input_precision=PRECISION)
 
 
 @triton.jit
-def _chunk_from_tiles(b_ds_lo, b_ds_hi, BLOCK: tl.constexpr):
-    """Inverse skew: ``W[a, t]``, the dS entry of row a at distance ``chunk start + t``.
+def _pick(o_f, b_0, b_1, b_2, b_3, b_4, R: tl.constexpr):
+    """``b_{o_f}`` elementwise for ``o_f`` in ``[0, R]``; ``R = BLOCK_M / BLOCK_N`` (the tile ratio r) in 1, 2, 4.
+    The inputs past ``b_R`` are placeholders."""
+    b_x = tl.where(o_f == 0, b_0, b_1)
+    if R >= 2:
+        b_x = tl.where(o_f >= 2, b_2, b_x)
+    if R >= 4:
+        b_x = tl.where(o_f >= 3, b_3, b_x)
+        b_x = tl.where(o_f >= 4, b_4, b_x)
+    return b_x
 
-    It lies in the lower key tile (``b_ds_lo``, column ``t + a``) when ``t + a < BLOCK``, else in the next
-    one (``b_ds_hi``, column ``t + a - BLOCK``): the two triangles are complementary, so W is dense.
-    Column ``j = (t + a) mod BLOCK`` comes from the lower tile iff ``j >= a``: select, then rotate.
+
+@triton.jit
+def _shift_in(b_new, b_1, b_2, b_3, b_4, R: tl.constexpr):
+    """The carried tiles ``(b_1 .. b_R)`` after ``b_new`` enters at the front; past ``b_R`` placeholders."""
+    if R >= 4:
+        b_4 = b_3
+        b_3 = b_2
+    if R >= 2:
+        b_2 = b_1
+    return b_new, b_2, b_3, b_4
+
+
+@triton.jit
+def _band_from_chunks(b_qe0, b_qe1, b_qe2, b_qe3, b_qe4, i_zero, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The skew in registers: ``rel[a, b] = chunk_t[a, (b - a) mod BN]`` with ``t = floor((b - a) / BN)``.
+
+    ``b_qe0 .. b_qe4`` are the chunks ``t = 0, -1, .., -r`` (``r = BLOCK_M / BLOCK_N``; the rest unused). In
+    the chunks' own layout ``(a, col)`` the chunk is ``-floor((a + col) / BN)``: select per element, then
+    one ``tl.gather`` rotates row a by a. ``i_zero`` is the loop's opaque zero (see :func:`_opaque_zero`).
     """
-    o_a = tl.arange(0, BLOCK)[:, None]  # (BM, 1)
-    o_j = tl.arange(0, BLOCK)[None, :]  # (1, BLOCK): j for the select, t for the gather
-    b_sel = tl.where(o_j >= o_a, b_ds_lo, b_ds_hi)  # (BM, BLOCK)
-    return tl.gather(b_sel, (o_j + o_a) & (BLOCK - 1), 1)  # (BM, BLOCK)
+    o_a = tl.arange(0, BLOCK_M)[:, None] + i_zero  # (BM, 1)
+    o_j = tl.arange(0, BLOCK_N)[None, :]  # (1, BN): col for the select, b for the gather
+    b_rot = _pick((o_a + o_j) // BLOCK_N, b_qe0, b_qe1, b_qe2, b_qe3, b_qe4, BLOCK_M // BLOCK_N)  # (BM, BN)
+    return tl.gather(b_rot, (o_j - o_a) & (BLOCK_N - 1), 1)  # (BM, BN)
+
+
+@triton.jit
+def _chunk_from_tiles(b_ds0, b_ds1, b_ds2, b_ds3, b_ds4, i_zero, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Inverse skew: ``W[a, col]``, the dS entry of row a at distance ``chunk start + col``.
+
+    For the chunk of key tile n it lies in tile ``n + f`` (``b_ds0 .. b_ds4`` for f = 0 .. r), column
+    ``(a + col) mod BN``, with ``f = floor((a + col) / BN)``; in the tiles' layout ``(a, b)`` that is
+    ``f = floor(a / BN) + (b < a mod BN)``. The r + 1 pieces are complementary, so W is dense.
+    """
+    o_a = tl.arange(0, BLOCK_M)[:, None] + i_zero  # (BM, 1)
+    o_j = tl.arange(0, BLOCK_N)[None, :]  # (1, BN): b for the select, col for the gather
+    o_f = o_a // BLOCK_N + (o_j < (o_a & (BLOCK_N - 1))).to(tl.int32)  # (BM, BN)
+    b_sel = _pick(o_f, b_ds0, b_ds1, b_ds2, b_ds3, b_ds4, BLOCK_M // BLOCK_N)  # (BM, BN)
+    return tl.gather(b_sel, (o_j + o_a) & (BLOCK_N - 1), 1)  # (BM, BN)
+
+
+@triton.jit
+def _opaque_zero(i_zero, x):
+    """``i_zero`` again, as a value the compiler cannot prove constant (``x`` is never below -2^31 + 1000).
+
+    Carried through a key-tile loop it keeps the skew passes' ``(BM, BN)`` select masks and gather
+    indices inside the loop: loop-invariant code motion would hoist them and hold six such tensors live
+    across the whole loop (16 registers each at BM 64, BN 32, 4 warps); recomputing them costs a few
+    integer ops per tile (hinted sm_90 compile, D 64 backward: 220 -> 88 spilled bytes).
+    """
+    return tl.where(x > -2147482648, i_zero, i_zero + 1)
+
+
+@triton.jit
+def _qe_band(p_qe, c, o_m, m_m, KMAX, KHI, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The band from the precomputed ``q @ E^T`` rows (``PRE_QE``): ``QE[i, clip(c + b - a) + K]``, ``(BM, BN)``
+    fp32, one gathered load per tile (rows of R entries, L2-resident) instead of a matmul and a skew."""
+    o_r = tl.minimum(tl.maximum(c + tl.arange(0, BLOCK_N)[None, :] - tl.arange(0, BLOCK_M)[:, None], -KMAX), KHI)
+    return tl.load(p_qe + o_m[:, None] * (KMAX + KHI + 1) + (o_r + KMAX), mask=m_m[:, None], other=0.0)
 
 
 @triton.jit
@@ -140,28 +206,33 @@ def _visible(o_n, qpos, Lk, p_kpm, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr):
 
 
 @triton.jit
-def _dropout_keep(seed, dropout_p, i_bh, o_m, o_n, Lq, Lk):
-    """Which probabilities survive dropout: Philox bits keyed by (seed, bh, query row, key), ``(BM, BN)``.
+def _dropout_keep(seed, dropout_p, i_bh, o_m, o_n):
+    """Which probabilities survive dropout: ``(BM, BN)`` booleans from Philox-4x32 keyed by (seed, bh) with
+    the counter (key j, query row i), so no counter overflows at any length and the generator runs in
+    32-bit arithmetic (a 64-bit offset would select Triton's Philox-4x64: twice the registers).
 
     The forward, the backward and :func:`dropout_mask` all call this, so they agree bit for bit.
     """
-    o_rand = (i_bh.to(tl.int64) * Lq + o_m[:, None].to(tl.int64)) * Lk + o_n[None, :]  # (BM, BN) int64
-    return tl.rand(seed, o_rand) >= dropout_p
+    key = seed.to(tl.int64) + (i_bh.to(tl.int64) << 32)  # Philox key: (seed, bh)
+    # counters unbroadcast, (1, BN) and (BM, 1): the rounds broadcast them, and nothing (BM, BN)-sized is
+    # loop-invariant (which the compiler would hoist out of the key-tile loop and keep live)
+    b_bits, _, _, _ = tl.philox(key, o_n[None, :], o_m[:, None], 0, 0)  # (BM, BN) uint32
+    return tl.uint_to_uniform_float(b_bits) >= dropout_p
 
 
 @triton.jit
-def _key_tile_ranges(m0, OFF, Lk, KMAX, KHI, BLOCK: tl.constexpr, CAUSAL: tl.constexpr):
+def _key_tile_ranges(m0, OFF, Lk, KMAX, KHI, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr):
     """Key tiles seen by the query tile at ``m0``: ``[0, lo)`` all at distance <= -K, ``[lo, hi)`` the
     band, ``[hi, end)`` all at distance >= Khi. Query rows sit at key positions ``OFF + m0 + a``."""
     if CAUSAL:
-        n_stop = tl.minimum(Lk, OFF + m0 + BLOCK)
+        n_stop = tl.minimum(Lk, OFF + m0 + BLOCK_M)
     else:
         n_stop = Lk + 0 * m0
-    nt_end = tl.cdiv(n_stop, BLOCK)
-    # tile n is all-clipped-low when its largest distance n0 + BLOCK - 1 - (OFF + m0) <= -K
-    nt_lo = tl.minimum(tl.maximum(OFF + m0 - KMAX + 1, 0) // BLOCK, nt_end)
-    # ... and all-clipped-high when its smallest distance n0 - (OFF + m0 + BLOCK - 1) >= Khi
-    nt_hi = tl.maximum(tl.minimum(tl.cdiv(OFF + m0 + BLOCK - 1 + KHI, BLOCK), nt_end), nt_lo)
+    nt_end = tl.cdiv(n_stop, BLOCK_N)
+    # tile n is all-clipped-low when its largest distance n0 + BN - 1 - (OFF + m0) <= -K
+    nt_lo = tl.minimum(tl.maximum(OFF + m0 - KMAX + 1, 0) // BLOCK_N, nt_end)
+    # ... and all-clipped-high when its smallest distance n0 - (OFF + m0 + BM - 1) >= Khi
+    nt_hi = tl.maximum(tl.minimum(tl.cdiv(OFF + m0 + BLOCK_M - 1 + KHI, BLOCK_N), nt_end), nt_lo)
     return nt_lo, nt_hi, nt_end
 
 
@@ -174,10 +245,10 @@ def _load_rows(p, o_m, Lq, s_l, D: tl.constexpr):
 # ----------------------------------------------------------------------------- forward
 @triton.jit
 def _fwd_tile(b_q, b_rel, p_k, p_v, s_kl, s_vl, p_kpm, n0, o_m, qpos, i_bh, Lq, Lk, qk_scale, dropout_p, seed,
-              m_i, l_i, b_acc, D: tl.constexpr, BLOCK: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr,
+              m_i, l_i, b_acc, D: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr,
               DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
     """One online-softmax step over the key tile at ``n0``; ``b_rel`` is ``(BM, BN)`` or ``(BM, 1)``."""
-    o_n = n0 + tl.arange(0, BLOCK)
+    o_n = n0 + tl.arange(0, BLOCK_N)
     b_k = _load_rows(p_k, o_n, Lk, s_kl, D)  # (BN, D)
     b_v = _load_rows(p_v, o_n, Lk, s_vl, D)  # (BN, D)
     # logits in log2 units: exp2 is the native instruction
@@ -188,24 +259,24 @@ def _fwd_tile(b_q, b_rel, p_k, p_v, s_kl, s_vl, p_kpm, n0, o_m, qpos, i_bh, Lq, 
     b_p = tl.exp2(b_s - m_new[:, None])  # (BM, BN)
     l_i = l_i * alpha + tl.sum(b_p, 1)  # the softmax normalizer counts every probability, dropped or not
     if DROPOUT:
-        b_p = tl.where(_dropout_keep(seed, dropout_p, i_bh, o_m, o_n, Lq, Lk), b_p, 0.0)  # 1/(1-p) at the end
+        b_p = tl.where(_dropout_keep(seed, dropout_p, i_bh, o_m, o_n), b_p, 0.0)  # 1/(1-p) at the end
     b_acc = b_acc * alpha[:, None] + tl.dot(b_p.to(b_v.dtype), b_v, input_precision=PRECISION)  # (BM, D)
     return m_new, l_i, b_acc
 
 
 @triton.jit
-def _fwd_kernel(Q, K, V, E, KPM, O, LSE,
+def _fwd_kernel(Q, K, V, E, QE, KPM, O, LSE,
                 s_qb, s_qh, s_ql, s_kb, s_kh, s_kl, s_vb, s_vh, s_vl, s_eh,
                 H, Lq, Lk, OFF, KMAX, KHI, qk_scale, dropout_p, seed, LEN_BUCKET,
                 D: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, DROPOUT: tl.constexpr,
-                PRECISION: tl.constexpr, BLOCK: tl.constexpr, CARRY_QE: tl.constexpr):
+                PRECISION: tl.constexpr, PRE_QE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     # LEN_BUCKET (a power of two >= Lk) only keys the autotuner
     i_m = tl.program_id(0)
     i_bh = tl.program_id(1)
     i_b = (i_bh // H).to(tl.int64)
     i_h = (i_bh % H).to(tl.int64)
-    m0 = i_m * BLOCK
-    o_m = m0 + tl.arange(0, BLOCK)
+    m0 = i_m * BLOCK_M
+    o_m = m0 + tl.arange(0, BLOCK_M)
     o_d = tl.arange(0, D)
     m_m = o_m < Lq
     qpos = o_m + OFF  # (BM,) key position of each query row
@@ -214,42 +285,58 @@ def _fwd_kernel(Q, K, V, E, KPM, O, LSE,
     p_e = E + i_h * s_eh
     p_kpm = KPM + i_b * Lk
     b_q = _load_rows(Q + i_b * s_qb + i_h * s_qh, o_m, Lq, s_ql, D)  # (BM, D)
+    p_qe = QE + i_bh.to(tl.int64) * Lq * (KMAX + KHI + 1)  # PRE_QE: this (batch, head)'s (Lq, R) rows
     # the constant relative logits of fully clipped tiles: one dot product per row
-    b_e_lo = tl.load(p_e + o_d).to(tl.float32)  # (D,) E[0], distance <= -K
-    b_e_hi = tl.load(p_e + (KMAX + KHI) * D + o_d).to(tl.float32)  # (D,) E[R-1], distance >= Khi
-    b_qe_lo = tl.sum(b_q.to(tl.float32) * b_e_lo[None, :], 1)  # (BM,)
-    b_qe_hi = tl.sum(b_q.to(tl.float32) * b_e_hi[None, :], 1)  # (BM,)
+    if PRE_QE:
+        b_qe_lo = tl.load(p_qe + o_m * (KMAX + KHI + 1), mask=m_m, other=0.0)  # (BM,) q . E[0]
+        b_qe_hi = tl.load(p_qe + o_m * (KMAX + KHI + 1) + KMAX + KHI, mask=m_m, other=0.0)  # (BM,) q . E[R-1]
+    else:
+        b_e_lo = tl.load(p_e + o_d).to(tl.float32)  # (D,) E[0], distance <= -K
+        b_e_hi = tl.load(p_e + (KMAX + KHI) * D + o_d).to(tl.float32)  # (D,) E[R-1], distance >= Khi
+        b_qe_lo = tl.sum(b_q.to(tl.float32) * b_e_lo[None, :], 1)  # (BM,)
+        b_qe_hi = tl.sum(b_q.to(tl.float32) * b_e_hi[None, :], 1)  # (BM,)
 
-    m_i = tl.full([BLOCK], -1.0e30, tl.float32)
-    l_i = tl.zeros([BLOCK], tl.float32)
-    b_acc = tl.zeros([BLOCK, D], tl.float32)
-    nt_lo, nt_hi, nt_end = _key_tile_ranges(m0, OFF, Lk, KMAX, KHI, BLOCK, CAUSAL)
+    m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    b_acc = tl.zeros([BLOCK_M, D], tl.float32)
+    nt_lo, nt_hi, nt_end = _key_tile_ranges(m0, OFF, Lk, KMAX, KHI, BLOCK_M, BLOCK_N, CAUSAL)
 
     for i_n in range(0, nt_lo):
-        m_i, l_i, b_acc = _fwd_tile(b_q, b_qe_lo[:, None], p_k, p_v, s_kl, s_vl, p_kpm, i_n * BLOCK, o_m, qpos, i_bh,
-                                    Lq, Lk, qk_scale, dropout_p, seed, m_i, l_i, b_acc,
-                                    D, BLOCK, CAUSAL, HAS_KPM, DROPOUT, PRECISION)
-    # band: carry q @ E_chunk^T of the previous key tile (its "cur" chunk is our "prev" chunk)
-    if CARRY_QE:
-        b_e = _load_e_chunk(p_e, nt_lo * BLOCK - OFF - m0 - BLOCK, KMAX, KHI, D, BLOCK)  # (BLOCK, D)
-        b_qe_prev = tl.dot(b_q, tl.trans(b_e), input_precision=PRECISION)  # (BM, BLOCK)
-    for i_n in range(nt_lo, nt_hi):
-        c = i_n * BLOCK - OFF - m0
-        b_qe_cur = tl.dot(b_q, tl.trans(_load_e_chunk(p_e, c, KMAX, KHI, D, BLOCK)),
-                          input_precision=PRECISION)  # (BM, BLOCK)
-        if CARRY_QE:
-            b_rel = _band_from_chunks(b_qe_prev, b_qe_cur, BLOCK)  # (BM, BN)
-            b_qe_prev = b_qe_cur
-        else:
-            b_rel = _band_from_chunks(tl.dot(b_q, tl.trans(_load_e_chunk(p_e, c - BLOCK, KMAX, KHI, D, BLOCK)),
-                                             input_precision=PRECISION), b_qe_cur, BLOCK)  # (BM, BN)
-        m_i, l_i, b_acc = _fwd_tile(b_q, b_rel, p_k, p_v, s_kl, s_vl, p_kpm, i_n * BLOCK, o_m, qpos, i_bh,
-                                    Lq, Lk, qk_scale, dropout_p, seed, m_i, l_i, b_acc,
-                                    D, BLOCK, CAUSAL, HAS_KPM, DROPOUT, PRECISION)
+        m_i, l_i, b_acc = _fwd_tile(b_q, b_qe_lo[:, None], p_k, p_v, s_kl, s_vl, p_kpm, i_n * BLOCK_N, o_m, qpos,
+                                    i_bh, Lq, Lk, qk_scale, dropout_p, seed, m_i, l_i, b_acc,
+                                    D, BLOCK_N, CAUSAL, HAS_KPM, DROPOUT, PRECISION)
+    if PRE_QE:
+        for i_n in range(nt_lo, nt_hi):
+            b_rel = _qe_band(p_qe, i_n * BLOCK_N - OFF - m0, o_m, m_m, KMAX, KHI, BLOCK_M, BLOCK_N)  # (BM, BN)
+            m_i, l_i, b_acc = _fwd_tile(b_q, b_rel, p_k, p_v, s_kl, s_vl, p_kpm, i_n * BLOCK_N, o_m, qpos, i_bh,
+                                        Lq, Lk, qk_scale, dropout_p, seed, m_i, l_i, b_acc,
+                                        D, BLOCK_N, CAUSAL, HAS_KPM, DROPOUT, PRECISION)
+    else:
+        # key tile n needs the chunks t = 0, -1, .., -r (r = BLOCK_M / BLOCK_N); tile n + 1's chunks
+        # t = -1 .. -r are tile n's t = 0 .. -(r - 1): one q @ E_chunk^T per key tile, the older ones carried
+        c_lo = nt_lo * BLOCK_N - OFF - m0
+        b_qe1 = _qe_chunk(b_q, p_e, c_lo - BLOCK_N, KMAX, KHI, D, BLOCK_N, PRECISION)  # (BM, BN) t = -1
+        b_qe2 = b_qe1  # placeholders where r is smaller
+        b_qe3 = b_qe1
+        b_qe4 = b_qe1
+        if BLOCK_M >= 2 * BLOCK_N:
+            b_qe2 = _qe_chunk(b_q, p_e, c_lo - 2 * BLOCK_N, KMAX, KHI, D, BLOCK_N, PRECISION)  # t = -2
+        if BLOCK_M >= 4 * BLOCK_N:
+            b_qe3 = _qe_chunk(b_q, p_e, c_lo - 3 * BLOCK_N, KMAX, KHI, D, BLOCK_N, PRECISION)  # t = -3
+            b_qe4 = _qe_chunk(b_q, p_e, c_lo - 4 * BLOCK_N, KMAX, KHI, D, BLOCK_N, PRECISION)  # t = -4
+        i_zero = 0 * m0
+        for i_n in range(nt_lo, nt_hi):
+            i_zero = _opaque_zero(i_zero, i_n)
+            b_qe0 = _qe_chunk(b_q, p_e, i_n * BLOCK_N - OFF - m0, KMAX, KHI, D, BLOCK_N, PRECISION)  # (BM, BN)
+            b_rel = _band_from_chunks(b_qe0, b_qe1, b_qe2, b_qe3, b_qe4, i_zero, BLOCK_M, BLOCK_N)  # (BM, BN)
+            b_qe1, b_qe2, b_qe3, b_qe4 = _shift_in(b_qe0, b_qe1, b_qe2, b_qe3, b_qe4, BLOCK_M // BLOCK_N)
+            m_i, l_i, b_acc = _fwd_tile(b_q, b_rel, p_k, p_v, s_kl, s_vl, p_kpm, i_n * BLOCK_N, o_m, qpos, i_bh,
+                                        Lq, Lk, qk_scale, dropout_p, seed, m_i, l_i, b_acc,
+                                        D, BLOCK_N, CAUSAL, HAS_KPM, DROPOUT, PRECISION)
     for i_n in range(nt_hi, nt_end):
-        m_i, l_i, b_acc = _fwd_tile(b_q, b_qe_hi[:, None], p_k, p_v, s_kl, s_vl, p_kpm, i_n * BLOCK, o_m, qpos, i_bh,
-                                    Lq, Lk, qk_scale, dropout_p, seed, m_i, l_i, b_acc,
-                                    D, BLOCK, CAUSAL, HAS_KPM, DROPOUT, PRECISION)
+        m_i, l_i, b_acc = _fwd_tile(b_q, b_qe_hi[:, None], p_k, p_v, s_kl, s_vl, p_kpm, i_n * BLOCK_N, o_m, qpos,
+                                    i_bh, Lq, Lk, qk_scale, dropout_p, seed, m_i, l_i, b_acc,
+                                    D, BLOCK_N, CAUSAL, HAS_KPM, DROPOUT, PRECISION)
 
     # a row that may attend to nothing (all keys padded) gets a zero output and lse = +inf, so the
     # backward's recomputed P is 0 there
@@ -265,15 +352,16 @@ def _fwd_kernel(Q, K, V, E, KPM, O, LSE,
 
 # ----------------------------------------------------------------------------- backward
 @triton.jit
-def _bwd_tile(b_q, b_do, b_lse, b_delta, b_rel, p_k, p_v, s_kl, s_vl, p_kpm, p_dk, p_dv, n0, o_m, qpos, i_bh,
-              Lq, Lk, qk_scale, scale, dropout_p, seed, D: tl.constexpr, BLOCK: tl.constexpr,
+def _bwd_tile(b_q, b_qt, b_dot, b_lse, b_delta, b_rel, p_k, p_v, s_kl, s_vl, p_kpm, p_dk, p_dv, n0, o_m, qpos,
+              i_bh, Lq, Lk, qk_scale, scale, dropout_p, seed, D: tl.constexpr, BLOCK_N: tl.constexpr,
               CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
     """The key tile at ``n0``: adds its dk, dv shares (atomics) and returns dS (fp32) and its keys.
 
     dS is the gradient w.r.t. the natural-unit logits: ``P * (dP - delta)``, with ``dP`` the gradient
-    w.r.t. the (dropped, rescaled) probabilities routed back through the kept entries.
+    w.r.t. the (dropped, rescaled) probabilities routed back through the kept entries. dk and dv are
+    computed transposed (``q^T dS``, ``dO^T P``: D rows), so the matmuls keep 64 rows at ``BLOCK_N = 32``.
     """
-    o_n = n0 + tl.arange(0, BLOCK)
+    o_n = n0 + tl.arange(0, BLOCK_N)
     o_d = tl.arange(0, D)
     m_n = o_n < Lk
     b_k = _load_rows(p_k, o_n, Lk, s_kl, D)  # (BN, D)
@@ -281,43 +369,47 @@ def _bwd_tile(b_q, b_do, b_lse, b_delta, b_rel, p_k, p_v, s_kl, s_vl, p_kpm, p_d
     b_s = (tl.dot(b_q, tl.trans(b_k), input_precision=PRECISION) + b_rel) * qk_scale  # (BM, BN)
     m_vis = _visible(o_n, qpos, Lk, p_kpm, CAUSAL, HAS_KPM)
     b_p = tl.where(m_vis, tl.exp2(b_s - b_lse[:, None]), 0.0)  # (BM, BN)
-    b_dp = tl.dot(b_do, tl.trans(b_v), input_precision=PRECISION)  # (BM, BN)
+    b_dp = tl.dot(tl.trans(b_dot), tl.trans(b_v), input_precision=PRECISION)  # (BM, BN)
     if DROPOUT:
-        m_keep = _dropout_keep(seed, dropout_p, i_bh, o_m, o_n, Lq, Lk)  # the forward's mask, regenerated
+        m_keep = _dropout_keep(seed, dropout_p, i_bh, o_m, o_n)  # the forward's mask, regenerated
         inv_keep = 1.0 / (1.0 - dropout_p)
         b_pd = tl.where(m_keep, b_p * inv_keep, 0.0)  # (BM, BN) the probabilities the forward used
         b_dp = tl.where(m_keep, b_dp * inv_keep, 0.0)
     else:
         b_pd = b_p
-    o_dkv = o_n[:, None] * D + o_d[None, :]  # (BN, D)
-    b_dv = tl.dot(tl.trans(b_pd.to(b_do.dtype)), b_do, input_precision=PRECISION)  # (BN, D)
-    tl.atomic_add(p_dv + o_dkv, b_dv, mask=m_n[:, None], sem="relaxed")
+    o_dkv = o_n[None, :] * D + o_d[:, None]  # (D, BN)
+    b_dv = tl.dot(b_dot, b_pd.to(b_dot.dtype), input_precision=PRECISION)  # (D, BN) dv^T
+    tl.atomic_add(p_dv + o_dkv, b_dv, mask=m_n[None, :], sem="relaxed")
     b_ds = b_p * (b_dp - b_delta[:, None])  # (BM, BN)
-    b_dk = tl.dot(tl.trans(b_ds.to(b_q.dtype)), b_q, input_precision=PRECISION) * scale  # (BN, D)
-    tl.atomic_add(p_dk + o_dkv, b_dk, mask=m_n[:, None], sem="relaxed")
+    b_dk = tl.dot(b_qt, b_ds.to(b_qt.dtype), input_precision=PRECISION) * scale  # (D, BN) dk^T
+    tl.atomic_add(p_dk + o_dkv, b_dk, mask=m_n[None, :], sem="relaxed")
     return b_ds, b_k
 
 
 @triton.jit
-def _flush_chunk(p_de, b_de_t, c, b_de_lo, b_de_hi, KMAX, KHI, D: tl.constexpr, BLOCK: tl.constexpr):
-    """Add a complete chunk of dE, given transposed ``(D, BLOCK)`` (distances ``c .. c + BLOCK - 1``), to
-    the fp32 buffer: rows strictly inside ``(-K, Khi)`` with one atomic each, clipped rows into the
-    register sums for rows 0 and R - 1."""
-    dist = c + tl.arange(0, BLOCK)  # (BLOCK,)
+def _emit_chunk(b_w, b_qt, p_e, p_de, c, b_dq, b_de_lo, b_de_hi, KMAX, KHI, D: tl.constexpr,
+                BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+    """A complete chunk W (distances ``c .. c + BN - 1``): adds ``W @ E_chunk`` to dq and ``q^T @ W`` to dE,
+    rows strictly inside ``(-K, Khi)`` with one atomic each, clipped rows into the register sums for
+    rows 0 and R - 1."""
+    b_dq += tl.dot(b_w, _load_e_chunk(p_e, c, KMAX, KHI, D, BLOCK_N), input_precision=PRECISION)  # (BM, D)
+    b_de_t = tl.dot(b_qt, b_w, input_precision=PRECISION)  # (D, BN): the dE chunk, transposed
+    dist = c + tl.arange(0, BLOCK_N)  # (BN,)
     o_d = tl.arange(0, D)
     m_inner = (dist > -KMAX) & (dist < KHI)
     tl.atomic_add(p_de + (dist + KMAX)[None, :] * D + o_d[:, None], b_de_t, mask=m_inner[None, :], sem="relaxed")
     b_de_lo += tl.sum(tl.where((dist <= -KMAX)[None, :], b_de_t, 0.0), 1)
     b_de_hi += tl.sum(tl.where((dist >= KHI)[None, :], b_de_t, 0.0), 1)
-    return b_de_lo, b_de_hi
+    return b_dq, b_de_lo, b_de_hi
 
 
 @triton.jit
-def _bwd_kernel(Q, K, V, E, KPM, DO, LSE, DELTA, DQ, DK, DV, DE, N_SLOTS,
+def _bwd_kernel(Q, K, V, E, QE, KPM, DO, LSE, DELTA, DQ, DK, DV, DE, DQE, N_SLOTS,
                 s_qb, s_qh, s_ql, s_kb, s_kh, s_kl, s_vb, s_vh, s_vl, s_eh,
                 H, Lq, Lk, OFF, KMAX, KHI, qk_scale, scale, dropout_p, seed, LEN_BUCKET,
                 D: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, DROPOUT: tl.constexpr,
-                PRECISION: tl.constexpr, SERIAL: tl.constexpr, BLOCK: tl.constexpr, CARRY_QE: tl.constexpr):
+                PRECISION: tl.constexpr, SERIAL: tl.constexpr, PRE_QE: tl.constexpr, BLOCK_M: tl.constexpr,
+                BLOCK_N: tl.constexpr):
     i_bh = tl.program_id(1).to(tl.int64)
     i_b = i_bh // H
     i_h = i_bh % H
@@ -330,95 +422,150 @@ def _bwd_kernel(Q, K, V, E, KPM, DO, LSE, DELTA, DQ, DK, DV, DE, N_SLOTS,
     p_dk = DK + i_bh * Lk * D  # fp32, contiguous (B, H, Lk, D)
     p_dv = DV + i_bh * Lk * D
     p_de = DE + (i_bh % N_SLOTS) * (KMAX + KHI + 1) * D  # this program's fp32 dE slot (see _de_slots)
-    b_e_lo = tl.load(p_e + o_d)  # (D,)
-    b_e_hi = tl.load(p_e + (KMAX + KHI) * D + o_d)  # (D,)
+    p_qe = QE + i_bh * Lq * (KMAX + KHI + 1)  # PRE_QE: (Lq, R) rows of q @ E^T and their gradient
+    p_dqe = DQE + i_bh * Lq * (KMAX + KHI + 1)
     if SERIAL:  # deterministic mode: this program walks all query tiles in order
         mt_first = 0
-        mt_last = tl.cdiv(Lq, BLOCK)
+        mt_last = tl.cdiv(Lq, BLOCK_M)
     else:
         mt_first = tl.program_id(0)
         mt_last = mt_first + 1
     for i_m in range(mt_first, mt_last):
-        m0 = i_m * BLOCK
-        o_m = m0 + tl.arange(0, BLOCK)
+        m0 = i_m * BLOCK_M
+        o_m = m0 + tl.arange(0, BLOCK_M)
         m_m = o_m < Lq
         qpos = o_m + OFF
         b_q = _load_rows(p_q, o_m, Lq, s_ql, D)  # (BM, D)
-        b_do = _load_rows(DO + i_bh * Lq * D, o_m, Lq, D, D)  # (BM, D)
+        b_qt = tl.trans(b_q)  # (D, BM): the A operand of dk^T and dE^T, loop-invariant
+        b_dot = tl.trans(_load_rows(DO + i_bh * Lq * D, o_m, Lq, D, D))  # (D, BM) dO^T
         b_lse = tl.load(LSE + i_bh * Lq + o_m, mask=m_m, other=float("inf"))  # (BM,) padded rows: P = 0
         b_delta = tl.load(DELTA + i_bh * Lq + o_m, mask=m_m, other=0.0)  # (BM,) rowsum(dO * O)
-        b_qe_lo = tl.sum(b_q.to(tl.float32) * b_e_lo.to(tl.float32)[None, :], 1)  # (BM,)
-        b_qe_hi = tl.sum(b_q.to(tl.float32) * b_e_hi.to(tl.float32)[None, :], 1)  # (BM,)
-        b_dq = tl.zeros([BLOCK, D], tl.float32)
-        b_rs_lo = tl.zeros([BLOCK], tl.float32)  # row sums of dS over fully clipped-low tiles
-        b_rs_hi = tl.zeros([BLOCK], tl.float32)
+        if PRE_QE:
+            b_qe_lo = tl.load(p_qe + o_m * (KMAX + KHI + 1), mask=m_m, other=0.0)  # (BM,) q . E[0]
+            b_qe_hi = tl.load(p_qe + o_m * (KMAX + KHI + 1) + KMAX + KHI, mask=m_m, other=0.0)  # (BM,) q . E[R-1]
+        else:
+            b_qe_lo = tl.sum(b_q.to(tl.float32) * tl.load(p_e + o_d).to(tl.float32)[None, :], 1)  # (BM,) q . E[0]
+            b_qe_hi = tl.sum(b_q.to(tl.float32) * tl.load(p_e + (KMAX + KHI) * D + o_d).to(tl.float32)[None, :], 1)
+        b_dq = tl.zeros([BLOCK_M, D], tl.float32)
+        b_rs_lo = tl.zeros([BLOCK_M], tl.float32)  # row sums of dS over fully clipped-low tiles
+        b_rs_hi = tl.zeros([BLOCK_M], tl.float32)
         b_de_lo = tl.zeros([D], tl.float32)  # dE[0] and dE[R-1] of this query tile
         b_de_hi = tl.zeros([D], tl.float32)
-        nt_lo, nt_hi, nt_end = _key_tile_ranges(m0, OFF, Lk, KMAX, KHI, BLOCK, CAUSAL)
+        nt_lo, nt_hi, nt_end = _key_tile_ranges(m0, OFF, Lk, KMAX, KHI, BLOCK_M, BLOCK_N, CAUSAL)
 
         # key tiles from the last down (see the module docstring: it staggers the dk/dv atomics)
         for i_r in range(0, nt_end - nt_hi):
             i_n = nt_end - 1 - i_r
-            b_ds, b_k = _bwd_tile(b_q, b_do, b_lse, b_delta, b_qe_hi[:, None], p_k, p_v, s_kl, s_vl, p_kpm, p_dk, p_dv,
-                                  i_n * BLOCK, o_m, qpos, i_bh, Lq, Lk, qk_scale, scale, dropout_p, seed,
-                                  D, BLOCK, CAUSAL, HAS_KPM, DROPOUT, PRECISION)
+            b_ds, b_k = _bwd_tile(b_q, b_qt, b_dot, b_lse, b_delta, b_qe_hi[:, None], p_k, p_v, s_kl, s_vl, p_kpm,
+                                  p_dk, p_dv, i_n * BLOCK_N, o_m, qpos, i_bh, Lq, Lk, qk_scale, scale, dropout_p,
+                                  seed, D, BLOCK_N, CAUSAL, HAS_KPM, DROPOUT, PRECISION)
             b_dq += tl.dot(b_ds.to(b_k.dtype), b_k, input_precision=PRECISION)  # (BM, D)
             b_rs_hi += tl.sum(b_ds, 1)
 
-        # band, walked down: tile n's "prev" chunk (distance c - BLOCK) is tile n-1's "cur" chunk
-        if CARRY_QE:
-            b_qe_cur = tl.dot(b_q, tl.trans(_load_e_chunk(p_e, (nt_hi - 1) * BLOCK - OFF - m0, KMAX, KHI, D, BLOCK)),
-                              input_precision=PRECISION)  # (BM, BLOCK)
-        # dS of the key tile above (the one processed last), in the input dtype: W is rounded to it for
-        # its matmuls anyway. The tile above the band went to b_rs_hi, hence zeros.
-        b_ds_hi = tl.zeros([BLOCK, BLOCK], b_q.dtype)
-        # dE chunks are computed transposed, q^T @ W: q^T is loop-invariant, W stays the B operand
-        b_qt = tl.trans(b_q)  # (D, BM)
-        for i_r in range(0, nt_hi - nt_lo):
-            i_n = nt_hi - 1 - i_r
-            c = i_n * BLOCK - OFF - m0
-            b_qe_prev = tl.dot(b_q, tl.trans(_load_e_chunk(p_e, c - BLOCK, KMAX, KHI, D, BLOCK)),
-                               input_precision=PRECISION)  # (BM, BLOCK)
-            # E chunks are reloaded (L2-resident, BLOCK x D) rather than carried: registers are the limit here
-            b_e_cur = _load_e_chunk(p_e, c, KMAX, KHI, D, BLOCK)  # (BLOCK, D)
-            if CARRY_QE:
-                b_rel = _band_from_chunks(b_qe_prev, b_qe_cur, BLOCK)  # (BM, BN)
-                b_qe_cur = b_qe_prev
-            else:
-                b_rel = _band_from_chunks(b_qe_prev, tl.dot(b_q, tl.trans(b_e_cur), input_precision=PRECISION),
-                                          BLOCK)  # (BM, BN)
-            b_ds, b_k = _bwd_tile(b_q, b_do, b_lse, b_delta, b_rel, p_k, p_v, s_kl, s_vl, p_kpm, p_dk, p_dv,
-                                  i_n * BLOCK, o_m, qpos, i_bh, Lq, Lk, qk_scale, scale, dropout_p, seed,
-                                  D, BLOCK, CAUSAL, HAS_KPM, DROPOUT, PRECISION)
-            b_ds = b_ds.to(b_q.dtype)
-            b_dq += tl.dot(b_ds, b_k, input_precision=PRECISION)  # (BM, D)
-            # the chunk at distance c is complete: its dS halves came from this tile and the one above
-            b_w = _chunk_from_tiles(b_ds, b_ds_hi, BLOCK)  # (BM, BLOCK)
-            b_dq += tl.dot(b_w, b_e_cur, input_precision=PRECISION)  # (BM, D)
-            b_de = tl.dot(b_qt, b_w, input_precision=PRECISION)  # (D, BLOCK): dE chunk, transposed
-            b_de_lo, b_de_hi = _flush_chunk(p_de, b_de, c, b_de_lo, b_de_hi, KMAX, KHI, D, BLOCK)
-            b_ds_hi = b_ds
-        if nt_hi > nt_lo:  # the lowest band tile's "prev" chunk (the tile below went to b_rs_lo)
-            c = nt_lo * BLOCK - OFF - m0 - BLOCK
-            b_w = _chunk_from_tiles(tl.zeros([BLOCK, BLOCK], b_q.dtype), b_ds_hi, BLOCK)  # (BM, BLOCK)
-            b_dq += tl.dot(b_w, _load_e_chunk(p_e, c, KMAX, KHI, D, BLOCK), input_precision=PRECISION)
-            b_de = tl.dot(b_qt, b_w, input_precision=PRECISION)  # (D, BLOCK)
-            b_de_lo, b_de_hi = _flush_chunk(p_de, b_de, c, b_de_lo, b_de_hi, KMAX, KHI, D, BLOCK)
+        if PRE_QE:
+            # the band's dS entries are the gradient of q @ E^T: each (row, distance) strictly inside (-K, Khi)
+            # is met by exactly one key, so it is stored, not added; clipped ones join the row sums
+            for i_r in range(0, nt_hi - nt_lo):
+                i_n = nt_hi - 1 - i_r
+                c = i_n * BLOCK_N - OFF - m0
+                b_rel = _qe_band(p_qe, c, o_m, m_m, KMAX, KHI, BLOCK_M, BLOCK_N)  # (BM, BN)
+                b_ds, b_k = _bwd_tile(b_q, b_qt, b_dot, b_lse, b_delta, b_rel, p_k, p_v, s_kl, s_vl, p_kpm, p_dk,
+                                      p_dv, i_n * BLOCK_N, o_m, qpos, i_bh, Lq, Lk, qk_scale, scale, dropout_p, seed,
+                                      D, BLOCK_N, CAUSAL, HAS_KPM, DROPOUT, PRECISION)
+                b_dq += tl.dot(b_ds.to(b_k.dtype), b_k, input_precision=PRECISION)  # (BM, D)
+                dist = c + tl.arange(0, BLOCK_N)[None, :] - tl.arange(0, BLOCK_M)[:, None]  # (BM, BN)
+                m_inner = (dist > -KMAX) & (dist < KHI)
+                tl.store(p_dqe + o_m[:, None] * (KMAX + KHI + 1) + (dist + KMAX), b_ds * scale,
+                         mask=m_inner & m_m[:, None])
+                b_rs_lo += tl.sum(tl.where(dist <= -KMAX, b_ds, 0.0), 1)
+                b_rs_hi += tl.sum(tl.where(dist >= KHI, b_ds, 0.0), 1)
+        else:
+            # band, walked down: tile n needs the chunks t = 0 .. -r, tile n + 1's t = -1 .. -r
+            c_top = (nt_hi - 1) * BLOCK_N - OFF - m0
+            b_qe0 = _qe_chunk(b_q, p_e, c_top, KMAX, KHI, D, BLOCK_N, PRECISION)  # (BM, BN)
+            b_qe1 = b_qe0  # placeholders where r is smaller
+            b_qe2 = b_qe0
+            b_qe3 = b_qe0
+            if BLOCK_M >= 2 * BLOCK_N:
+                b_qe1 = _qe_chunk(b_q, p_e, c_top - BLOCK_N, KMAX, KHI, D, BLOCK_N, PRECISION)
+            if BLOCK_M >= 4 * BLOCK_N:
+                b_qe2 = _qe_chunk(b_q, p_e, c_top - 2 * BLOCK_N, KMAX, KHI, D, BLOCK_N, PRECISION)
+                b_qe3 = _qe_chunk(b_q, p_e, c_top - 3 * BLOCK_N, KMAX, KHI, D, BLOCK_N, PRECISION)
+            # dS of the r key tiles above, in the input dtype: W is rounded to it for its matmuls anyway.
+            # Tiles above the band went to b_rs_hi, hence zeros.
+            b_ds1 = tl.zeros([BLOCK_M, BLOCK_N], b_q.dtype)
+            b_ds2 = b_ds1
+            b_ds3 = b_ds1
+            b_ds4 = b_ds1
+            i_zero = 0 * m0
+            for i_r in range(0, nt_hi - nt_lo):
+                i_n = nt_hi - 1 - i_r
+                c = i_n * BLOCK_N - OFF - m0
+                i_zero = _opaque_zero(i_zero, c)
+                b_qe_new = _qe_chunk(b_q, p_e, c - (BLOCK_M // BLOCK_N) * BLOCK_N, KMAX, KHI, D, BLOCK_N,
+                                     PRECISION)  # (BM, BN) t = -r
+                if BLOCK_M == BLOCK_N:
+                    b_rel = _band_from_chunks(b_qe0, b_qe_new, b_qe_new, b_qe_new, b_qe_new, i_zero, BLOCK_M, BLOCK_N)
+                    b_qe0 = b_qe_new
+                elif BLOCK_M == 2 * BLOCK_N:
+                    b_rel = _band_from_chunks(b_qe0, b_qe1, b_qe_new, b_qe_new, b_qe_new, i_zero, BLOCK_M, BLOCK_N)
+                    b_qe0 = b_qe1
+                    b_qe1 = b_qe_new
+                else:
+                    b_rel = _band_from_chunks(b_qe0, b_qe1, b_qe2, b_qe3, b_qe_new, i_zero, BLOCK_M, BLOCK_N)
+                    b_qe0 = b_qe1
+                    b_qe1 = b_qe2
+                    b_qe2 = b_qe3
+                    b_qe3 = b_qe_new
+                b_ds, b_k = _bwd_tile(b_q, b_qt, b_dot, b_lse, b_delta, b_rel, p_k, p_v, s_kl, s_vl, p_kpm, p_dk, p_dv,
+                                      i_n * BLOCK_N, o_m, qpos, i_bh, Lq, Lk, qk_scale, scale, dropout_p, seed,
+                                      D, BLOCK_N, CAUSAL, HAS_KPM, DROPOUT, PRECISION)
+                b_ds = b_ds.to(b_q.dtype)
+                b_dq += tl.dot(b_ds, b_k, input_precision=PRECISION)  # (BM, D)
+                # the chunk at distance c is complete: its dS pieces came from this tile and the ones above
+                b_w = _chunk_from_tiles(b_ds, b_ds1, b_ds2, b_ds3, b_ds4, i_zero, BLOCK_M, BLOCK_N)  # (BM, BN)
+                b_dq, b_de_lo, b_de_hi = _emit_chunk(b_w, b_qt, p_e, p_de, c, b_dq, b_de_lo, b_de_hi, KMAX, KHI,
+                                                     D, BLOCK_N, PRECISION)
+                # the carried dS tiles shift by one, inline: the same shift through _shift_in compiles to a
+                # different allocation that spills (hinted sm_90, 64 x 16: 80 B at D 64, 292 B at D 128)
+                if BLOCK_M >= 4 * BLOCK_N:
+                    b_ds4 = b_ds3
+                    b_ds3 = b_ds2
+                if BLOCK_M >= 2 * BLOCK_N:
+                    b_ds2 = b_ds1
+                b_ds1 = b_ds
+            if nt_hi > nt_lo:  # the lowest band tile's older chunks (the tiles below went to b_rs_lo)
+                b_ds0 = tl.zeros([BLOCK_M, BLOCK_N], b_q.dtype)
+                for i_t in tl.static_range(1, BLOCK_M // BLOCK_N + 1):
+                    b_w = _chunk_from_tiles(b_ds0, b_ds1, b_ds2, b_ds3, b_ds4, 0, BLOCK_M, BLOCK_N)  # (BM, BN)
+                    b_dq, b_de_lo, b_de_hi = _emit_chunk(b_w, b_qt, p_e, p_de, nt_lo * BLOCK_N - OFF - m0 - i_t * BLOCK_N,
+                                                         b_dq, b_de_lo, b_de_hi, KMAX, KHI, D, BLOCK_N, PRECISION)
+                    b_ds4 = b_ds3
+                    b_ds3 = b_ds2
+                    b_ds2 = b_ds1
+                    b_ds1 = b_ds0
 
         for i_r in range(0, nt_lo):
             i_n = nt_lo - 1 - i_r
-            b_ds, b_k = _bwd_tile(b_q, b_do, b_lse, b_delta, b_qe_lo[:, None], p_k, p_v, s_kl, s_vl, p_kpm, p_dk, p_dv,
-                                  i_n * BLOCK, o_m, qpos, i_bh, Lq, Lk, qk_scale, scale, dropout_p, seed,
-                                  D, BLOCK, CAUSAL, HAS_KPM, DROPOUT, PRECISION)
+            b_ds, b_k = _bwd_tile(b_q, b_qt, b_dot, b_lse, b_delta, b_qe_lo[:, None], p_k, p_v, s_kl, s_vl, p_kpm,
+                                  p_dk, p_dv, i_n * BLOCK_N, o_m, qpos, i_bh, Lq, Lk, qk_scale, scale, dropout_p,
+                                  seed, D, BLOCK_N, CAUSAL, HAS_KPM, DROPOUT, PRECISION)
             b_dq += tl.dot(b_ds.to(b_k.dtype), b_k, input_precision=PRECISION)
             b_rs_lo += tl.sum(b_ds, 1)
 
-        b_q32 = b_q.to(tl.float32)
-        b_dq += b_rs_lo[:, None] * b_e_lo.to(tl.float32)[None, :] + b_rs_hi[:, None] * b_e_hi.to(tl.float32)[None, :]
-        b_de_lo += tl.sum(b_rs_lo[:, None] * b_q32, 0)
-        b_de_hi += tl.sum(b_rs_hi[:, None] * b_q32, 0)
-        tl.atomic_add(p_de + o_d, b_de_lo, sem="relaxed")
-        tl.atomic_add(p_de + (KMAX + KHI) * D + o_d, b_de_hi, sem="relaxed")
+        if PRE_QE:  # columns 0 and R - 1 of dQE: nothing else writes them
+            tl.store(p_dqe + o_m * (KMAX + KHI + 1), b_rs_lo * scale, mask=m_m)
+            tl.store(p_dqe + o_m * (KMAX + KHI + 1) + KMAX + KHI, b_rs_hi * scale, mask=m_m)
+        else:
+            # q, E[0] and E[R-1] are reloaded (L1/L2-resident) rather than kept live in a second layout
+            b_q32 = _load_rows(p_q, o_m, Lq, s_ql, D).to(tl.float32)  # (BM, D)
+            b_e_lo = tl.load(p_e + o_d).to(tl.float32)  # (D,)
+            b_e_hi = tl.load(p_e + (KMAX + KHI) * D + o_d).to(tl.float32)  # (D,)
+            b_dq += b_rs_lo[:, None] * b_e_lo[None, :] + b_rs_hi[:, None] * b_e_hi[None, :]
+            b_de_lo += tl.sum(b_rs_lo[:, None] * b_q32, 0)
+            b_de_hi += tl.sum(b_rs_hi[:, None] * b_q32, 0)
+            tl.atomic_add(p_de + o_d, b_de_lo, sem="relaxed")
+            tl.atomic_add(p_de + (KMAX + KHI) * D + o_d, b_de_hi, sem="relaxed")
         tl.store(DQ + i_bh * Lq * D + o_m[:, None] * D + o_d[None, :], (b_dq * scale).to(DQ.dtype.element_ty),
                  mask=m_m[:, None])
         if SERIAL:
@@ -448,52 +595,50 @@ def _dropout_mask_kernel(KEEP, Lq, Lk, dropout_p, seed, BLOCK: tl.constexpr):
     i_bh = tl.program_id(2).to(tl.int64)
     o_m = i_m * BLOCK + tl.arange(0, BLOCK)
     o_n = i_n * BLOCK + tl.arange(0, BLOCK)
-    m_keep = _dropout_keep(seed, dropout_p, i_bh, o_m, o_n, Lq, Lk)  # (BM, BN)
+    m_keep = _dropout_keep(seed, dropout_p, i_bh, o_m, o_n)  # (BM, BN)
     tl.store(KEEP + (i_bh * Lq + o_m[:, None]) * Lk + o_n[None, :], m_keep.to(tl.int8),
              mask=(o_m < Lq)[:, None] & (o_n < Lk)[None, :])
 
 
 # ----------------------------------------------------------------------------- launch configs
-def _configs(blocks_warps_stages: list[tuple[int, int, int]], carry: tuple[bool, ...] = (True, False)) -> list:
-    return [
-        triton.Config({"BLOCK": b, "CARRY_QE": c}, num_warps=w, num_stages=s)
-        for b, w, s in blocks_warps_stages for c in carry
-    ]
+def _configs(shapes: list[tuple[int, int, int, int]]) -> list:
+    """``triton.Config`` per ``(BLOCK_M, BLOCK_N, num_warps, num_stages)``."""
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in shapes]
 
 
 # H100 leads (FlashAttention practice): 64-row tiles on one warpgroup (4 warps), 128-row tiles on two.
-# Eight warps on 64-row tiles are not offered: wgmma gives each warpgroup 64 rows, so the second one
-# would compute the same q.k^T and q.E^T products again. BLOCK_M == BLOCK_N is required by the chunk
-# carry. Registers are the constraint, hence the recompute variant (CARRY_QE=False) beside the carry.
-_FWD_CONFIGS = _configs([(64, 4, 1), (64, 4, 2), (128, 8, 1), (128, 8, 2)])
-_BWD_CONFIGS = _configs([(32, 4, 2), (64, 4, 1), (64, 4, 2), (128, 8, 1)])
+# Eight warps on 64-row tiles are not offered: wgmma gives each warpgroup 64 rows, and Triton then
+# replicates the 64-row products on the second warpgroup. BLOCK_M is 1, 2 or 4 times BLOCK_N (the skew's
+# chunks are BLOCK_N wide). Registers are the constraint: narrow key tiles shrink every (BM, BN)
+# temporary while the carried state (R chunks of q E^T, R tiles of dS) stays BM x BM, which is what makes
+# the defaults below spill-free (the forward at 32 keys, the backward at 16).
+_FWD_CONFIGS = _configs([(64, 32, 4, 1), (64, 32, 4, 2), (64, 64, 4, 1), (128, 64, 8, 1), (128, 64, 8, 2)])
+_BWD_CONFIGS = _configs([(64, 16, 4, 1), (64, 16, 4, 2), (64, 32, 4, 1), (128, 32, 8, 1), (128, 64, 8, 1)])
 # the autotuner adds the tensors' dtypes to the key; LEN_BUCKET is Lk rounded up to a power of two
-_TUNE_KEY = ["D", "CAUSAL", "HAS_KPM", "DROPOUT", "LEN_BUCKET"]
+_TUNE_KEY = ["D", "CAUSAL", "HAS_KPM", "DROPOUT", "PRE_QE", "LEN_BUCKET"]
 
 
 # With ZOO_RELATIVE_ATTENTION_AUTOTUNE=0 every launch uses these (no tuning: quick GPU test runs), per
-# head dim. Chosen from the hinted sm_90 compile report (benchmarks/results/relative_attention_compile_sm90.md):
-# 64-row tiles on one warpgroup. The forward is spill-free at D = 64 (253 registers, 1 stage; 2 stages
-# spill 16 bytes) but spills 112 bytes at D = 128; the fused backward spills at BLOCK 64 (1.2 KB at D = 64,
-# 2.1 KB at D = 128; 8 warps: 0.7 KB and 1.4x the wgmma instructions) -- open work, see the report.
+# head dim, chosen from the hinted sm_90 compile report (benchmarks/results/relative_attention_compile_sm90.md):
+# spill-free except the in-kernel-q.E^T backward at D = 128 (and with dropout at D = 64), see there.
 _DEFAULT_CONFIGS = {
-    ("_fwd_kernel", 64): triton.Config({"BLOCK": 64, "CARRY_QE": True}, num_warps=4, num_stages=1),
-    ("_fwd_kernel", 128): triton.Config({"BLOCK": 64, "CARRY_QE": True}, num_warps=4, num_stages=1),
-    ("_bwd_kernel", 64): triton.Config({"BLOCK": 64, "CARRY_QE": True}, num_warps=4, num_stages=1),
-    ("_bwd_kernel", 128): triton.Config({"BLOCK": 64, "CARRY_QE": True}, num_warps=4, num_stages=1),
+    ("_fwd_kernel", 64): triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=1),
+    ("_fwd_kernel", 128): triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=1),
+    ("_bwd_kernel", 64): triton.Config({"BLOCK_M": 64, "BLOCK_N": 16}, num_warps=4, num_stages=1),
+    ("_bwd_kernel", 128): triton.Config({"BLOCK_M": 64, "BLOCK_N": 16}, num_warps=4, num_stages=1),
 }
 
 
 def default_config(kernel_name: str, d: int, precision: str = "tf32") -> triton.Config:
     """The untuned launch config of ``_fwd_kernel`` / ``_bwd_kernel`` for head dim ``d``."""
     if precision == "ieee":  # float32 tiles take twice the shared memory and registers: halve them
-        return triton.Config({"BLOCK": 32, "CARRY_QE": True}, num_warps=4, num_stages=1)
+        return triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4, num_stages=1)
     return _DEFAULT_CONFIGS[(kernel_name, max(64, d))]  # D = 16, 32 take D = 64's
 
 
 def _autotuned(kernel, configs, reset_to_zero=None):
     if INTERPRET:
-        return None  # the interpreter launches the plain kernel with INTERPRETER_BLOCK
+        return None  # the interpreter launches the plain kernel with INTERPRETER_BLOCK_M x _N
     return triton.autotune(configs=configs, key=_TUNE_KEY, reset_to_zero=reset_to_zero)(kernel)
 
 
@@ -505,7 +650,7 @@ _TUNED = {
 
 
 # Under the interpreter, pretend to have this many multiprocessors so tests exercise shared dE slots.
-INTERPRETER_SMS = 4
+INTERPRETER_SMS = 2
 
 
 def _de_slots(b: int, h: int, lq: int, device: torch.device, per_head: bool, deterministic: bool) -> int:
@@ -521,7 +666,7 @@ def _de_slots(b: int, h: int, lq: int, device: torch.device, per_head: bool, det
     if deterministic:
         return b * h
     sms = INTERPRETER_SMS if INTERPRET else torch.cuda.get_device_properties(device).multi_processor_count
-    pairs_in_flight = triton.cdiv(2 * sms, triton.cdiv(lq, 64 if not INTERPRET else INTERPRETER_BLOCK))
+    pairs_in_flight = triton.cdiv(2 * sms, triton.cdiv(lq, 64 if not INTERPRET else INTERPRETER_BLOCK_M))
     if per_head:
         return h * min(b, max(1, triton.cdiv(pairs_in_flight, h)))
     return min(b * h, max(1, pairs_in_flight))
@@ -531,7 +676,7 @@ def _launch(kernel, grid_fn, *args, **meta):
     """Launch the plain ``kernel`` with the interpreter's or the default config, or its autotuned twin."""
     name = kernel.fn.__name__
     if INTERPRET:
-        tuned = {"BLOCK": INTERPRETER_BLOCK, "CARRY_QE": INTERPRETER_CARRY_QE}
+        tuned = {"BLOCK_M": INTERPRETER_BLOCK_M, "BLOCK_N": INTERPRETER_BLOCK_N}
         kernel[grid_fn(tuned)](*args, **meta, **tuned)
     elif os.environ.get("ZOO_RELATIVE_ATTENTION_AUTOTUNE", "1") == "0":
         cfg = default_config(name, meta["D"], meta["PRECISION"])
@@ -629,14 +774,6 @@ def dropout_mask(seed: int | Tensor, shape: tuple[int, int, int, int], dropout_p
 
 
 # ----------------------------------------------------------------------------- custom ops
-def _geometry(q: Tensor, k: Tensor, weight: Tensor, max_distance: int):
-    b, h, lq, d = q.shape
-    lk = k.shape[2]
-    khi = weight.shape[-2] - 1 - max_distance  # K (bidirectional table) or 0 (causal table)
-    s_eh = weight.shape[-2] * d if weight.dim() == 3 else 0  # shared table: every head reads row block 0
-    return b, h, lq, lk, d, lk - lq, khi, s_eh
-
-
 def _inner(t: Tensor) -> Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()  # the kernels take any (B, H, L) strides
 
@@ -650,96 +787,153 @@ def _dropout_args(seed: Tensor | None, dropout_p: float) -> tuple[float, int]:
     return (float(dropout_p), int(seed.item())) if seed is not None and dropout_p > 0.0 else (0.0, 0)
 
 
-@torch.library.custom_op("zoo::relative_attention_fwd", mutates_args=())
-def _relative_attention_fwd(
-    q: Tensor, k: Tensor, v: Tensor, weight: Tensor, key_padding_mask: Tensor | None, seed: Tensor | None,
-    max_distance: int, causal: bool, scale: float, dropout_p: float,
-) -> tuple[Tensor, Tensor]:
+def _operands(q: Tensor, k: Tensor, v: Tensor, table: Tensor, key_padding_mask: Tensor | None, pre_qe: bool):
+    """The kernels' tensor operands: contiguous-rows q, k, v; E (``(R, D)`` | ``(H, R, D)``) and the
+    precomputed ``(B, H, Lq, R)`` fp32 rows (one of them a placeholder), the int8 padding mask, R and
+    the table's head stride."""
     q, k, v = _inner(q), _inner(k), _inner(v)
-    b, h, lq, lk, d, off, khi, s_eh = _geometry(q, k, weight, max_distance)
-    e = weight.to(q.dtype).contiguous()  # (R, D) | (H, R, D)
-    kpm = q if key_padding_mask is None else key_padding_mask.to(torch.int8).expand(b, lk).contiguous()
+    rows = table.shape[-1] if pre_qe else table.shape[-2]
+    if pre_qe:
+        e, qe, s_eh = q, table.float().contiguous(), 0
+    else:
+        e, qe = table.to(q.dtype).contiguous(), q
+        s_eh = rows * q.shape[-1] if table.dim() == 3 else 0  # shared table: every head reads row block 0
+    kpm = q if key_padding_mask is None else key_padding_mask.to(torch.int8).expand(q.shape[0], k.shape[2]).contiguous()
+    return q, k, v, e, qe, kpm, rows, s_eh
+
+
+def _forward(q, k, v, table, key_padding_mask, seed, max_distance, causal, scale, dropout_p, pre_qe):
+    q, k, v, e, qe, kpm, rows, s_eh = _operands(q, k, v, table, key_padding_mask, pre_qe)
+    b, h, lq, d = q.shape
+    lk = k.shape[2]
     out = torch.empty((b, h, lq, d), device=q.device, dtype=q.dtype)  # (B, H, Lq, D)
     lse = torch.empty((b, h, lq), device=q.device, dtype=torch.float32)  # (B, H, Lq) log2 units
     p, seed_value = _dropout_args(seed, dropout_p)
     _launch(
-        _fwd_kernel, lambda meta: (triton.cdiv(lq, meta["BLOCK"]), b * h),
-        q, k, v, e, kpm, out, lse,
+        _fwd_kernel, lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), b * h),
+        q, k, v, e, qe, kpm, out, lse,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), s_eh,
-        h, lq, lk, off, max_distance, khi, scale * _LOG2E, p, seed_value, triton.next_power_of_2(lk),
+        h, lq, lk, lk - lq, max_distance, rows - 1 - max_distance, scale * _LOG2E, p, seed_value,
+        triton.next_power_of_2(lk),
         D=d, CAUSAL=causal, HAS_KPM=key_padding_mask is not None, DROPOUT=p > 0.0, PRECISION=_dot_precision(q.dtype),
+        PRE_QE=pre_qe,
     )
     return out, lse
 
 
-@_relative_attention_fwd.register_fake
-def _(q, k, v, weight, key_padding_mask, seed, max_distance, causal, scale, dropout_p):
+def _backward_pass(dout, q, k, v, table, key_padding_mask, seed, out, lse, max_distance, causal, scale, dropout_p,
+                   deterministic, pre_qe):
+    """dq, dk, dv and the table's gradient: dE ``(R, D)`` | ``(H, R, D)``, or dQE ``(B, H, Lq, R)`` fp32."""
+    q, k, v, e, qe, kpm, rows, s_eh = _operands(q, k, v, table, key_padding_mask, pre_qe)
     b, h, lq, d = q.shape
-    return q.new_empty((b, h, lq, d)), q.new_empty((b, h, lq), dtype=torch.float32)
-
-
-@torch.library.custom_op("zoo::relative_attention_bwd", mutates_args=())
-def _relative_attention_bwd(
-    dout: Tensor, q: Tensor, k: Tensor, v: Tensor, weight: Tensor, key_padding_mask: Tensor | None,
-    seed: Tensor | None, out: Tensor, lse: Tensor, max_distance: int, causal: bool, scale: float, dropout_p: float,
-    deterministic: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    q, k, v = _inner(q), _inner(k), _inner(v)
-    b, h, lq, lk, d, off, khi, s_eh = _geometry(q, k, weight, max_distance)
-    rows = weight.shape[-2]
-    e = weight.to(q.dtype).contiguous()
-    kpm = q if key_padding_mask is None else key_padding_mask.to(torch.int8).expand(b, lk).contiguous()
+    lk = k.shape[2]
     dout = dout.to(q.dtype).contiguous()  # (B, H, Lq, D)
     delta = torch.empty((b, h, lq), device=q.device, dtype=torch.float32)  # (B, H, Lq) rowsum(dO * O)
     _bwd_delta_kernel[(triton.cdiv(lq, 64), b * h)](out, dout, delta, lq, D=d, BLOCK=64)
     dq = torch.empty((b, h, lq, d), device=q.device, dtype=q.dtype)
     dk = torch.zeros((b, h, lk, d), device=q.device, dtype=torch.float32)  # atomics: fp32, zeroed
     dv = torch.zeros((b, h, lk, d), device=q.device, dtype=torch.float32)
-    n_slots = _de_slots(b, h, lq, q.device, weight.dim() == 3, deterministic)
-    de = torch.zeros((n_slots, rows, d), device=q.device, dtype=torch.float32)  # (G, R, D)
+    if pre_qe:
+        n_slots, de = 1, dq  # unused
+        dqe = torch.zeros((b, h, lq, rows), device=q.device, dtype=torch.float32)  # (B, H, Lq, R)
+    else:
+        n_slots = _de_slots(b, h, lq, q.device, table.dim() == 3, deterministic)
+        de = torch.zeros((n_slots, rows, d), device=q.device, dtype=torch.float32)  # (G, R, D)
+        dqe = dq  # unused
     p, seed_value = _dropout_args(seed, dropout_p)
     _launch(
-        _bwd_kernel, lambda m: (1 if deterministic else triton.cdiv(lq, m["BLOCK"]), b * h),
-        q, k, v, e, kpm, dout, lse, delta, dq, dk, dv, de, n_slots,
+        _bwd_kernel, lambda m: (1 if deterministic else triton.cdiv(lq, m["BLOCK_M"]), b * h),
+        q, k, v, e, qe, kpm, dout, lse, delta, dq, dk, dv, de, dqe, n_slots,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), s_eh,
-        h, lq, lk, off, max_distance, khi, scale * _LOG2E, scale, p, seed_value, triton.next_power_of_2(lk),
+        h, lq, lk, lk - lq, max_distance, rows - 1 - max_distance, scale * _LOG2E, scale, p, seed_value,
+        triton.next_power_of_2(lk),
         D=d, CAUSAL=causal, HAS_KPM=key_padding_mask is not None, DROPOUT=p > 0.0, PRECISION=_dot_precision(q.dtype),
-        SERIAL=deterministic,
+        SERIAL=deterministic, PRE_QE=pre_qe,
     )
-    if weight.dim() == 3:
-        de = de.view(n_slots // h, h, rows, d).sum(0)  # (H, R, D): slot bh % G keeps head h at G-index h mod H
+    if pre_qe:
+        dtable = dqe  # already scaled in the kernel
+    elif table.dim() == 3:
+        dtable = de.view(n_slots // h, h, rows, d).sum(0) * scale  # (H, R, D): slot bh % G holds head h
     else:
-        de = de.sum(0)  # (R, D)
-    de = de * scale
-    return dq, dk.to(k.dtype), dv.to(v.dtype), de.to(weight.dtype)
+        dtable = de.sum(0) * scale  # (R, D)
+    return dq, dk.to(k.dtype), dv.to(v.dtype), dtable.to(table.dtype)
 
 
-@_relative_attention_bwd.register_fake
-def _(dout, q, k, v, weight, key_padding_mask, seed, out, lse, max_distance, causal, scale, dropout_p, deterministic):
-    return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), weight.new_empty(weight.shape))
+def _fake_fwd(q, k, v, table, key_padding_mask, seed, max_distance, causal, scale, dropout_p):
+    b, h, lq, d = q.shape
+    return q.new_empty((b, h, lq, d)), q.new_empty((b, h, lq), dtype=torch.float32)
+
+
+def _fake_bwd(dout, q, k, v, table, key_padding_mask, seed, out, lse, max_distance, causal, scale, dropout_p,
+              deterministic):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), table.new_empty(table.shape)
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    q, k, v, weight, key_padding_mask, seed, max_distance, causal, scale, dropout_p = inputs
+    q, k, v, table, key_padding_mask, seed, max_distance, causal, scale, dropout_p = inputs
     out, lse = output
-    ctx.save_for_backward(q, k, v, weight, key_padding_mask, seed, out, lse)
+    ctx.save_for_backward(q, k, v, table, key_padding_mask, seed, out, lse)
     ctx.max_distance, ctx.causal, ctx.scale, ctx.dropout_p = max_distance, causal, scale, dropout_p
     ctx.deterministic = torch.are_deterministic_algorithms_enabled()
     ctx.mark_non_differentiable(lse)
 
 
-def _backward(ctx, dout: Tensor, dlse: Tensor | None):
-    q, k, v, weight, key_padding_mask, seed, out, lse = ctx.saved_tensors
-    dq, dk, dv, dweight = _relative_attention_bwd(
-        dout, q, k, v, weight, key_padding_mask, seed, out, lse, ctx.max_distance, ctx.causal, ctx.scale,
-        ctx.dropout_p, ctx.deterministic or torch.are_deterministic_algorithms_enabled(),
-    )
-    return dq, dk, dv, dweight, None, None, None, None, None, None
+def _define_ops(name: str, pre_qe: bool):
+    """The ``zoo::<name>_fwd`` / ``_bwd`` custom-op pair, with fake implementations and autograd. ``table`` is
+    E (``(R, D)`` | ``(H, R, D)``) or, with ``pre_qe``, the precomputed ``q @ E^T`` (``(B, H, Lq, R)`` fp32)."""
+
+    def fwd(q: Tensor, k: Tensor, v: Tensor, table: Tensor, key_padding_mask: Tensor | None, seed: Tensor | None,
+            max_distance: int, causal: bool, scale: float, dropout_p: float) -> tuple[Tensor, Tensor]:
+        return _forward(q, k, v, table, key_padding_mask, seed, max_distance, causal, scale, dropout_p, pre_qe)
+
+    def bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, table: Tensor, key_padding_mask: Tensor | None,
+            seed: Tensor | None, out: Tensor, lse: Tensor, max_distance: int, causal: bool, scale: float,
+            dropout_p: float, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return _backward_pass(dout, q, k, v, table, key_padding_mask, seed, out, lse, max_distance, causal, scale,
+                              dropout_p, deterministic, pre_qe)
+
+    fwd_op = torch.library.custom_op(f"zoo::{name}_fwd", mutates_args=())(fwd)
+    bwd_op = torch.library.custom_op(f"zoo::{name}_bwd", mutates_args=())(bwd)
+    fwd_op.register_fake(_fake_fwd)
+    bwd_op.register_fake(_fake_bwd)
+
+    def backward(ctx, dout: Tensor, dlse: Tensor | None):
+        q, k, v, table, key_padding_mask, seed, out, lse = ctx.saved_tensors
+        dq, dk, dv, dtable = bwd_op(
+            dout, q, k, v, table, key_padding_mask, seed, out, lse, ctx.max_distance, ctx.causal, ctx.scale,
+            ctx.dropout_p, ctx.deterministic or torch.are_deterministic_algorithms_enabled(),
+        )
+        return dq, dk, dv, dtable, None, None, None, None, None, None
+
+    fwd_op.register_autograd(backward, setup_context=_setup_context)
+    return fwd_op, bwd_op
 
 
-_relative_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+_relative_attention_fwd, _relative_attention_bwd = _define_ops("relative_attention", pre_qe=False)
+_relative_attention_qe_fwd, _relative_attention_qe_bwd = _define_ops("relative_attention_qe", pre_qe=True)
+
+
+# ----------------------------------------------------------------------------- precomputed q.E^T
+def use_precomputed_qe(rows: int, lk: int, head_dim: int) -> bool:
+    """The rule for ``precompute_qe=None``: precompute ``q @ E^T`` when the table is short, ``R <= 2 D``
+    and ``R < Lk`` (K << L).
+
+    The precomputed ``(B, H, Lq, R)`` fp32 tensor is then O(L) memory, at most 4x the bytes of q in half
+    precision (``4 R <= 8 D``), and costs ``2 Lq R D`` FLOPs per (batch, head) once; the kernel's band
+    tiles drop the ``q @ E_chunk^T`` matmul and both skew passes (forward 2 tile matmuls per band tile
+    instead of 3, backward 5 instead of 8), and the in-kernel path would compute ``R + BLOCK_M + BLOCK_N``
+    distances per row where only R exist. A table as long as the sequence (K >= L, the Music
+    Transformer's full range) would make that tensor O(L^2): the in-kernel path keeps it O(L).
+    """
+    return rows <= 2 * head_dim and rows < lk
+
+
+def _table_logits(q: Tensor, weight: Tensor) -> Tensor:
+    """``q @ E^T`` in fp32, ``(B, H, Lq, R)``; differentiable, so its gradient reaches q and E through autograd."""
+    table = weight.float().transpose(-1, -2)  # (D, R) | (H, D, R)
+    return q.float() @ (table if weight.dim() == 2 else table[None])  # (B, H, Lq, R)
 
 
 def relative_attention(
@@ -753,6 +947,7 @@ def relative_attention(
     key_padding_mask: Tensor | None = None,
     scale: float | None = None,
     dropout_p: float = 0.0,
+    precompute_qe: bool | None = None,
 ) -> Tensor:
     """Fused relative attention: ``dropout(softmax(scale * (q k^T + q E_rel^T))) v`` without (Lq, Lk) tensors.
 
@@ -767,6 +962,9 @@ def relative_attention(
         scale: defaults to ``1 / sqrt(D)``; multiplies both the content and the relative logits.
         dropout_p: attention-probability dropout in ``[0, 1)`` (pass 0 in eval); the mask comes from a
             seed drawn from torch's generator (:func:`draw_seed`, :func:`dropout_mask`).
+        precompute_qe: compute ``q @ E^T`` once as a ``(B, H, Lq, R)`` fp32 tensor that the kernels gather
+            from (True), or its band tile by tile inside them (False); None picks by
+            :func:`use_precomputed_qe` (short tables, K << L).
 
     Returns:
         ``(B, H, Lq, D)`` in q's dtype. Differentiable w.r.t. q, k, v and weight; the backward is
@@ -778,7 +976,16 @@ def relative_attention(
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     if not math.isfinite(scale):
         raise ValueError(f"relative_attention: scale must be finite, got {scale}")
+    if precompute_qe not in (None, True, False):
+        raise ValueError(f"relative_attention: precompute_qe must be None, True or False, got {precompute_qe!r}")
+    if precompute_qe is None:
+        precompute_qe = use_precomputed_qe(weight.shape[-2], k.shape[2], q.shape[-1])
     dropout_p = float(dropout_p)
     seed = draw_seed() if dropout_p > 0.0 else None
-    out, _ = _relative_attention_fwd(q, k, v, weight, key_padding_mask, seed, max_distance, causal, scale, dropout_p)
+    if precompute_qe:
+        out, _ = _relative_attention_qe_fwd(q, k, v, _table_logits(q, weight), key_padding_mask, seed, max_distance,
+                                            causal, scale, dropout_p)
+    else:
+        out, _ = _relative_attention_fwd(q, k, v, weight, key_padding_mask, seed, max_distance, causal, scale,
+                                         dropout_p)
     return out
