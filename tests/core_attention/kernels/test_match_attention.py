@@ -1,5 +1,6 @@
 """MatchAttention: the reference against a per-query loop, BilinearSoftmax's continuity and gradients,
-and the fused Triton kernel against the reference, forward and every gradient.
+and the chunked path (hand-written backward, the default off CUDA) and the fused Triton kernel against the
+reference, forward and every gradient.
 
 On CPU the kernel runs in Triton's interpreter (``TRITON_INTERPRET=1``, set below before Triton is
 imported) in float64 and float32, at small sizes (the interpreter is slow). Case ids read
@@ -18,7 +19,9 @@ if not torch.cuda.is_available():
 import pytest  # noqa: E402
 
 from zoo.core_attention import match_attention  # noqa: E402
+from zoo.core_attention.kernels import match_attention as ops  # noqa: E402
 from zoo.core_attention.kernels.match_attention import CLAMP_EPS, clamp_centers  # noqa: E402
+from zoo.core_attention.kernels.match_attention.chunked import match_attention_chunked  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 F64 = torch.float64
@@ -184,6 +187,143 @@ def test_clear_errors(change, match):
         match_attention(q, k, v, centers, radius, backend=backend)
 
 
+# ----------------------------------------------------------------------------- chunked path
+def outputs_and_grads(backend, q, k, v, centers, radius, dout, dweights, scale=None, chunk_elements=None):
+    """out, weights and the gradients of <out, dout> + <weights, dweights> (either may be None) w.r.t. q, k, v,
+    centers (zeros where unused). ``chunk_elements``: call the chunked op itself with that chunk size."""
+    leaves = [t.detach().clone().requires_grad_() for t in (q, k, v, centers)]
+    if chunk_elements is None:
+        out, weights = match_attention(*leaves, radius, scale=scale, backend=backend, return_weights=True)
+    else:
+        clamped = clamp_centers(leaves[3], radius, k.shape[2], k.shape[3])
+        out, weights = match_attention_chunked(*leaves[:3], clamped, radius, scale or q.shape[-1] ** -0.5, True,
+                                               chunk_elements)
+    loss = (0 if dout is None else (out * dout).sum()) + (0 if dweights is None else (weights * dweights).sum())
+    return (out, weights, *torch.autograd.grad(loss, leaves, materialize_grads=True))
+
+
+def with_edge_centres(centers, radius, hk, wk):
+    """Put some centres exactly on the clamp limits and some on integers (the corner cases of floor)."""
+    c = centers.clone()
+    flat = c.view(-1, 2)
+    hi_x, hi_y = wk - 1 - radius - CLAMP_EPS, hk - 1 - radius - CLAMP_EPS
+    flat[0] = torch.tensor([radius, radius], dtype=c.dtype)  # lower limit, integer
+    flat[1] = torch.tensor([hi_x, hi_y], dtype=c.dtype)  # upper limit
+    flat[2] = torch.tensor([radius + 1.0, hi_y], dtype=c.dtype)  # integer x, y at the upper limit
+    flat[3::5] = flat[3::5].floor().clamp(min=radius)  # integer centres
+    return c
+
+
+CHUNKED_NAMES = ["out", "weights", "dq", "dk", "dv", "dcenters"]
+# (B, H, Hq, Wq, Hk, Wk, D, Dv, r, margin, chunk_elements); chunk_elements / (S^2 (D + Dv)) queries per chunk
+CHUNKED_CASES = [
+    (2, 3, 4, 5, 4, 5, 4, 3, 1, 1.0, 16 * 7 * 7),  # 7 queries a chunk: 120 queries in ragged chunks
+    (1, 2, 5, 6, 6, 9, 5, 2, 2, 0.5, 36 * 7 * 11),  # cross-view shapes, r = 2, D not a power of two
+    (2, 1, 3, 4, 3, 4, 3, 4, 0, 0.3, 4 * 7 * 5),  # r = 0: 2 x 2 window, single-key sub-windows
+    (1, 4, 8, 8, 8, 8, 8, 8, 1, 2.0, None),  # the public call, one chunk
+]
+
+
+def chunked_id(c):
+    b, h, hq, wq, hk, wk, d, dv, radius, margin, chunk = c
+    return f"B{b}-H{h}-N{hq * wq}-r{radius}" + ("" if (hq, wq) == (hk, wk) else f"-K{hk}x{wk}") + \
+        ("-public" if chunk is None else f"-chunk{chunk // ((2 * radius + 2) ** 2 * (d + dv))}")
+
+
+@pytest.mark.parametrize("case", CHUNKED_CASES, ids=[chunked_id(c) for c in CHUNKED_CASES])
+@pytest.mark.parametrize("grads", ["both", "out_only", "weights_only"])
+def test_chunked_matches_reference_autograd(case, grads):
+    b, h, hq, wq, hk, wk, d, dv, radius, margin, chunk = case
+    q, k, v, centers = make_inputs(b, h, hq, wq, hk, wk, d, dv, radius, margin=margin, seed=1)
+    centers = with_edge_centres(centers, radius, hk, wk)
+    gen = torch.Generator().manual_seed(2)
+    dout = torch.randn(b, h, hq, wq, dv, generator=gen, dtype=F64).to(DEVICE) if grads != "weights_only" else None
+    dweights = torch.randn(b, h, hq, wq, (2 * radius + 2) ** 2, generator=gen, dtype=F64).to(DEVICE) \
+        if grads != "out_only" else None
+    want = outputs_and_grads("reference", q, k, v, centers, radius, dout, dweights)
+    got = outputs_and_grads("chunked", q, k, v, centers, radius, dout, dweights, chunk_elements=chunk)
+    for name, g, w in zip(CHUNKED_NAMES, got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape, name
+        torch.testing.assert_close(g, w, atol=1e-12, rtol=1e-10, msg=lambda m, n=name: f"{n}: {m}")
+    assert got[-1].abs().sum() > 0  # the centre gradient is not vacuously zero
+
+
+def test_chunked_gradcheck():
+    """torch.autograd.gradcheck of the op in float64, both outputs, several chunks, some centres clamped."""
+    q, k, v, centers = make_inputs(1, 2, 2, 3, 5, 6, 3, 2, 1, margin=0.8, seed=3)
+    jitter = torch.rand(centers.shape, generator=torch.Generator().manual_seed(4), dtype=F64).to(DEVICE)
+    centers = centers.floor() + 0.1 + 0.8 * jitter  # away from the integer kinks
+    centers[0, 0, 0, 0, 0] = -2.0  # clamped: zero gradient, still a valid input
+    leaves = [t.clone().requires_grad_() for t in (q, k, v, centers)]
+
+    def fn(q, k, v, c):
+        return match_attention_chunked(q, k, v, clamp_centers(c, 1, 5, 6), 1, 0.6, True, 16 * 5 * 5)
+
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_chunked_low_precision_like_the_reference(dtype):
+    """Half / single inputs: outputs and gradients in the input dtype, within that dtype's rounding of the
+    float64 reference on the same rounded inputs, and as close to it as the reference in that dtype is."""
+    q, k, v, centers = make_inputs(1, 2, 4, 5, 4, 5, 4, 4, 1, margin=0.5, seed=5)
+    low = [t.to(dtype) for t in (q, k, v, centers)]
+    gen = torch.Generator().manual_seed(6)
+    dout = torch.randn(1, 2, 4, 5, 4, generator=gen, dtype=F64).to(DEVICE)
+    dweights = torch.randn(1, 2, 4, 5, 16, generator=gen, dtype=F64).to(DEVICE)
+    exact = outputs_and_grads("reference", *(t.double() for t in low), 1, dout, dweights)
+    got = outputs_and_grads("chunked", *low, 1, dout.to(dtype), dweights.to(dtype))
+    ref_low = outputs_and_grads("reference", *low, 1, dout.to(dtype), dweights.to(dtype))
+    tol = {torch.float16: 2e-2, torch.bfloat16: 1e-1, torch.float32: 1e-5}[dtype]
+    for name, g, r, e in zip(CHUNKED_NAMES, got, ref_low, exact):
+        assert g.dtype == r.dtype == dtype, name
+        scale = e.abs().max().item() + 1e-3
+        assert (g.double() - e).abs().max().item() <= tol * scale, name
+        assert (g.double() - e).abs().max().item() <= 2 * (r.double() - e).abs().max().item() + tol * scale / 4, name
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="auto picks the Triton kernel on CUDA")
+def test_auto_picks_chunked_off_cuda(monkeypatch):
+    calls = []
+
+    def spy(*args):
+        calls.append(args[0].shape)
+        return match_attention_chunked(*args)
+
+    monkeypatch.setattr(ops, "match_attention_chunked", spy)
+    q, k, v, centers = make_inputs(1, 1, 3, 3, 5, 5, 4, 4, 1, dtype=torch.float32)
+    out = match_attention(q, k, v, centers, 1)
+    assert calls == [q.shape] and out.shape == (1, 1, 3, 3, 4)
+    match_attention(q, k, v, centers, 1, backend="reference")
+    assert len(calls) == 1  # the reference stays one flag away
+
+
+def _saved_numel(backend, q, k, v, centers, radius):
+    """Elements autograd keeps for the backward of one call (every saved tensor, inputs included)."""
+    sizes = []
+
+    def pack(t):
+        sizes.append(t.numel())
+        return t
+
+    leaves = [t.detach().clone().requires_grad_() for t in (q, k, v, centers)]
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out, weights = match_attention(*leaves, radius, backend=backend, return_weights=True)
+    (out.sum() + weights.sum()).backward()
+    return sum(sizes)
+
+
+def test_chunked_saves_only_inputs_and_log_sum_exps():
+    """The backward keeps q, k, v, the centres (raw and clamped) and 4 log-sum-exps per query -- no window tensor."""
+    b, h, hq, wq, d, radius = 1, 2, 8, 8, 4, 2
+    q, k, v, centers = make_inputs(b, h, hq, wq, hq, wq, d, d, radius, margin=1.0, seed=7, dtype=torch.float32)
+    n = b * h * hq * wq
+    bound = 3 * n * d + 4 * n * 2 + 4 * n  # q, k, v; centres (the clamp's own saved tensors included); lse
+    chunked = _saved_numel("chunked", q, k, v, centers, radius)
+    reference = _saved_numel("reference", q, k, v, centers, radius)
+    assert chunked <= bound < reference / 4, (chunked, bound, reference)
+
+
 # ----------------------------------------------------------------------------- fused kernel
 def _kernel_module():
     """The fused module, or a skip where neither a GPU nor the interpreter can run it."""
@@ -191,14 +331,6 @@ def _kernel_module():
     if not torch.cuda.is_available() and not fused.INTERPRET:
         pytest.skip("the kernel module was imported without TRITON_INTERPRET=1 and there is no GPU")
     return fused
-
-
-def outputs_and_grads(backend, q, k, v, centers, radius, dout, dweights, scale=None):
-    """out, weights and the gradients of <out, dout> + <weights, dweights> w.r.t. q, k, v, centers."""
-    leaves = [t.detach().clone().requires_grad_() for t in (q, k, v, centers)]
-    out, weights = match_attention(*leaves, radius, scale=scale, backend=backend, return_weights=True)
-    loss = (out * dout).sum() + (0 if dweights is None else (weights * dweights).sum())
-    return (out, weights, *torch.autograd.grad(loss, leaves))
 
 
 # (B, H, Hq, Wq, Hk, Wk, D, Dv, r, margin); the interpreter's 16-query programs make N = 20 and 60 ragged
@@ -261,12 +393,12 @@ def test_kernel_output_only_call_and_explicit_scale():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter's limits; CUDA takes bfloat16")
-def test_kernel_refuses_bfloat16_under_the_interpreter_and_auto_stays_on_reference():
+def test_kernel_refuses_bfloat16_under_the_interpreter_and_auto_stays_off_triton():
     _kernel_module()
     q, k, v, centers = make_inputs(1, 1, 3, 3, 5, 5, 4, 4, 1, dtype=torch.bfloat16)
     with pytest.raises(ValueError, match="backend='triton' cannot run this call: bfloat16 is not supported under"):
         match_attention(q, k, v, centers, 1, backend="triton")
-    assert match_attention(q, k, v, centers, 1).dtype == torch.bfloat16  # auto on CPU: the reference
+    assert match_attention(q, k, v, centers, 1).dtype == torch.bfloat16  # auto on CPU: the chunked path
 
 
 def test_benchmark_smoke_path(tmp_path, monkeypatch):

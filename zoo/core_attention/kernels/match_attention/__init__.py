@@ -16,6 +16,9 @@ Files:
 
 * :mod:`.reference` -- :func:`match_attention_reference`, the readable PyTorch gather (exact; what
   the kernel is tested against).
+* :mod:`.chunked` -- :func:`match_attention_chunked`, the same math in chunked PyTorch with a
+  hand-written backward that saves only q, k, v, the centres and four log-sum-exps per query and
+  recomputes the window gathers: the fast path off CUDA (CPU training), any device, any float dtype.
 * :mod:`.triton` -- the fused Triton kernel, forward and backward (dq, dk, dv, d centers) without any
   ``(N, window, C)`` tensor; imported on first use, so importing this package does not import Triton.
 
@@ -35,11 +38,15 @@ import os
 import torch
 from torch import Tensor
 
+from .chunked import match_attention_chunked
 from .reference import bilinear_weights, match_attention_reference
 
-__all__ = ["BACKENDS", "CLAMP_EPS", "bilinear_weights", "clamp_centers", "match_attention", "match_attention_reference"]
+__all__ = [
+    "BACKENDS", "CLAMP_EPS", "bilinear_weights", "clamp_centers", "match_attention", "match_attention_chunked",
+    "match_attention_reference",
+]
 
-BACKENDS = ("auto", "reference", "triton")
+BACKENDS = ("auto", "reference", "chunked", "triton")
 # The official model clamps centres to [r, W - 1 - r - 1e-3] (x; likewise y) so that floor(c) + r + 1
 # stays inside the map and the fractional part stays below 1.
 CLAMP_EPS = 1e-3
@@ -126,9 +133,11 @@ def match_attention(
         radius: ``r >= 0``; the window is ``S x S`` with ``S = 2r + 2`` (one radius for x and y;
             the official code's ``win_r = [r, r]``). ``Hk, Wk >= S`` is required.
         scale: multiplies the negative L1 distance; default ``D ** -0.5``.
-        backend: ``"reference"`` (readable gather, exact), ``"triton"`` (fused forward and backward;
-            CUDA, or CPU under ``TRITON_INTERPRET=1`` in float16/32/64), ``"auto"`` (Triton on CUDA
-            when it supports the dtype, the reference otherwise).
+        backend: ``"reference"`` (readable gather, autograd backward: the yardstick), ``"chunked"``
+            (the same math in query chunks with a hand-written backward and bounded memory; any
+            device), ``"triton"`` (fused forward and backward; CUDA, or CPU under
+            ``TRITON_INTERPRET=1`` in float16/32/64), ``"auto"`` (Triton on CUDA when it supports the
+            dtype, ``"chunked"`` otherwise: CPU training included).
         return_weights: also return the effective per-key weights.
 
     The function, for one query, head and clamped centre ``c``, with ``(x0, y0) = floor(c)``,
@@ -166,7 +175,7 @@ def match_attention(
     if scale != scale or scale in (float("inf"), float("-inf")):
         raise ValueError(f"match_attention: scale must be finite, got {scale}")
     if backend == "auto":
-        backend = "triton" if q.is_cuda and _triton_problem(q) is None else "reference"
+        backend = "triton" if q.is_cuda and _triton_problem(q) is None else "chunked"
     elif backend == "triton":
         why = _triton_problem(q)
         if why is not None:
@@ -174,6 +183,8 @@ def match_attention(
     centers = clamp_centers(centers, radius, k.shape[2], k.shape[3])
     if backend == "reference":
         out, weights = match_attention_reference(q, k, v, centers, radius, scale)
+    elif backend == "chunked":
+        out, weights = match_attention_chunked(q, k, v, centers, radius, scale, return_weights)
     else:
         from .triton import match_attention_triton
 
