@@ -5,7 +5,7 @@
     python -m zoo.music.evaluate --checkpoint runs/.../last.ckpt \\
         --data_path ../shared/data/jsb_chorales/Jsb16thSeparated.npz --splits val test --max_len 1024
     python -m zoo.music.evaluate --checkpoint checkpoints/music_transformer_chorales --splits \\
-        --sample_stats 10 --temperature 0.9 --top_k 20
+        --sample_stats 10 --temperature 0.9 --top_k 20 --top_p 0.9
 
 ``--checkpoint`` is a registered name with a shipped checkpoint, a pretrained directory or a
 Lightning ``.ckpt``. The metrics are exactly what the task's LightningModule logs in ``test``
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length", type=int, default=1024, help="--sample_stats: tokens per sample (4 per 16th step)")
     p.add_argument("--temperature", type=float, default=0.9)
     p.add_argument("--top_k", type=int, default=20)
-    p.add_argument("--top_p", type=float, default=None)
+    p.add_argument("--top_p", type=float, default=0.9, help="nucleus sampling (0.9: the chorale defaults; 1 = off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--context", type=int, default=None,
                    help="--sample_stats: predict each token from at most this many previous tokens (default: the "

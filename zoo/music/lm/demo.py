@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     gen = torch.Generator().manual_seed(args.seed)
     prompt = torch.tensor([[dm.tokenizer.bos_id]])
     allowed = torch.from_numpy(dm.tokenizer.voice_token_mask())  # each voice keeps to its own range
-    tokens = model.generate(prompt, args.length, temperature=0.9, top_k=20, eos_id=dm.tokenizer.eos_id,
+    tokens = model.generate(prompt, args.length, temperature=0.9, top_k=20, top_p=0.9, eos_id=dm.tokenizer.eos_id,
                             generator=gen, allowed=allowed, context=args.window)[0].tolist()  # the training window
     torch.set_num_threads(threads)
     paths = write_outputs(tokens, dm.tokenizer, out_dir / "chorale.mid", wav=args.wav)

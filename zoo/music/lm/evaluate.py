@@ -63,7 +63,7 @@ model = zoo.load_pretrained("{name}")
 ```
 
 ```bash
-python -m zoo.music.generate --checkpoint checkpoints/{name} --out chorale.mid --temperature 0.9 --top_k 20
+python -m zoo.music.generate --checkpoint checkpoints/{name} --out chorale.mid --temperature 0.9 --top_k 20 --top_p 0.9
 python -m zoo.music.evaluate --checkpoint checkpoints/{name}
 ```
 """
