@@ -252,6 +252,19 @@ def test_augment_colour_symmetric_or_asymmetric():
     assert not torch.allclose(left, right, atol=1e-3)
 
 
+def test_datamodule_without_colour_jitter_only_crops():
+    # the demo config's setting: a training item is the crop of the pair, colours and right view unchanged
+    torch.manual_seed(0)
+    augment = StereoDataModule(crop_size=(16, 16), colour_jitter=False, asymmetric_prob=1.0, eraser_prob=0.0).augment
+    left, right = torch.rand(3, 16, 24), torch.rand(3, 16, 24)
+    item = {"left": left, "right": right, "disparity": torch.ones(1, 16, 24), "valid": torch.ones(1, 16, 24, dtype=torch.bool)}
+    out = augment(dict(item))
+    x = [x for x in range(9) if torch.equal(left[..., x : x + 16], out["left"])]
+    assert len(x) == 1 and torch.equal(out["right"], right[..., x[0] : x[0] + 16])
+    jittered = StereoDataModule(crop_size=(16, 16), eraser_prob=0.0).augment.colour(left, right)[0]
+    assert not torch.allclose(jittered, left, atol=1e-3)
+
+
 def test_max_disp_filter_and_scaling(tmp_path):
     _scene(tmp_path / "Scene")
     (sample,) = middlebury_samples(tmp_path)
@@ -291,6 +304,24 @@ def test_synthetic_default_is_written_in_the_flyingthings_layout_and_read_back(t
     (val_loader,) = dm.val_dataloader()
     val = next(iter(val_loader))
     assert val["left"].shape == (1, 3, 40, 72) and float(val["disparity"].max()) <= 12.0
+
+
+def _warp_error(item: dict, sign: float) -> torch.Tensor:
+    """``|right(x + sign * d) - left(x)|`` (channel mean) on valid pixels whose match is inside the image."""
+    h, w = item["disparity"].shape[-2:]
+    xs = torch.arange(w, dtype=torch.float64)[None] + sign * item["disparity"][0].double()  # (H, W) right-image column
+    grid = torch.stack([xs / (w - 1) * 2 - 1, torch.linspace(-1, 1, h, dtype=torch.float64)[:, None].expand(h, w)], -1)
+    warped = torch.nn.functional.grid_sample(item["right"].double()[None], grid[None], align_corners=True)[0]
+    return (warped - item["left"].double()).abs().mean(0)[item["valid"][0] & (xs >= 0) & (xs <= w - 1)]
+
+
+def test_training_items_read_back_are_photo_consistent_with_the_left_reference_sign(tmp_path):
+    # through the files, the reader and the crop: right(x - d) reproduces left(x); x + d does not
+    generate_synthetic(tmp_path, num_train=2, num_test=0, size=(40, 80), max_disp=12.0, num_shapes=2)
+    augment = StereoAugment((32, 48), asymmetric_prob=0.0, eraser_prob=0.0, brightness=0, contrast=0, saturation=0, hue=0)
+    pairs = StereoPairs(sceneflow_samples(tmp_path, "train"), augment=augment, max_disp=64.0)
+    for item in (pairs[0], pairs[1]):
+        assert float(_warp_error(item, -1.0).median()) < 0.03 < float(_warp_error(item, +1.0).median())
 
 
 def test_generator_refuses_bad_arguments(tmp_path):

@@ -647,6 +647,8 @@ class StereoDataModule(ZooDataModule):
         crop_size: training crop ``(height, width)``; multiples of 32 for MatchStereo.
         max_disp: training ground truth at or above it is invalid.
         asymmetric_prob, eraser_prob: :class:`StereoAugment`'s.
+        colour_jitter: jitter brightness, contrast, saturation and hue (:class:`StereoAugment`'s ranges); ``False``
+            keeps the colours (the synthetic views share a camera: the CPU demo learns faster without it).
         val_size: SceneFlow's validation pairs (evenly spaced over ``TEST``).
         holdout_every: KITTI / Middlebury / ETH3D: every n-th pair is val / test.
         eval_scale: resize factor of the evaluated pairs (Middlebury at half or quarter size, ...).
@@ -666,6 +668,7 @@ class StereoDataModule(ZooDataModule):
         max_disp: float = 192.0,
         asymmetric_prob: float = 0.2,
         eraser_prob: float = 0.5,
+        colour_jitter: bool = True,
         val_size: int = 200,
         holdout_every: int = 5,
         eval_scale: float = 1.0,
@@ -690,7 +693,8 @@ class StereoDataModule(ZooDataModule):
                 "need val_size >= 1, holdout_every >= 1, eval_scale > 0, motorcycle_scale > 0, max_disp > 0; got "
                 f"{val_size}, {holdout_every}, {eval_scale}, {motorcycle_scale}, {max_disp}"
             )
-        self.augment = StereoAugment(tuple(crop_size), asymmetric_prob=asymmetric_prob, eraser_prob=eraser_prob)
+        no_jitter = {} if colour_jitter else dict(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0)
+        self.augment = StereoAugment(tuple(crop_size), asymmetric_prob=asymmetric_prob, eraser_prob=eraser_prob, **no_jitter)
         self.dataset_name, self.pass_name, self.max_disp = dataset, pass_name, max_disp
         self.val_size, self.holdout_every, self.eval_scale = val_size, holdout_every, eval_scale
         self.extra_eval, self.motorcycle_scale = tuple(extra_eval), motorcycle_scale
