@@ -414,6 +414,8 @@ class PlainDETR(nn.Module):
             return
         (h, w), (hf, wf) = image_hw, map_hw
         counts = self._proposal_counts(hf, wf)
+        if min(counts) >= 1 and sum(counts) >= num_queries:
+            return  # the usual case: no search for the hint below
         strides = "/".join(str(s) for s in cfg.proposal_strides)
         cells = 1  # the smallest square stride-32 map that would do; a side-s input has ceil(s / 32) cells
         while min(c := self._proposal_counts(2 * cells, 2 * cells)) < 1 or sum(c) < num_queries:
