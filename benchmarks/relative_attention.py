@@ -407,6 +407,21 @@ def hinted_source(fn, constants: dict):
     return ASTSource(fn, sig, constants, attrs=attrs)
 
 
+def carried_tiles(ttir: str, block_m: int, block_n: int) -> int:
+    """``(BLOCK_M, BLOCK_N)`` tiles carried from one iteration to the next by the kernel's band loop (the
+    ``scf.for`` of the TTIR carrying the most of them).
+
+    The skew carries r = BLOCK_M / BLOCK_N chunks of q.E^T in the forward and r chunks plus r dS tiles in
+    the backward (none with q.E^T precomputed). Triton decides what a loop carries by comparing each
+    name's value before and after one pass over the body, so a carry whose pre-loop value aliases
+    another's can silently drop out of the compiled loop while the interpreter, which runs Python, stays
+    right: this count is the compiled kernel's own account.
+    """
+    shape = f"tensor<{block_m}x{block_n}x"
+    loops = [line.split("->", 1)[-1] for line in ttir.splitlines() if "scf.for" in line and "iter_args" in line]
+    return max((types.count(shape) for types in loops), default=0)
+
+
 def compile_report(args: argparse.Namespace) -> str:
     """Resource usage of each launch config, compiled ahead of time for an H100 / H200 (sm_90a) with
     the hints of a real launch: registers and spills from ptxas -v, shared memory from Triton,
@@ -423,8 +438,8 @@ def compile_report(args: argparse.Namespace) -> str:
     tools = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
     matmuls = _tile_matmul_counts()
     lines = ["| kernel | q.E^T | D | causal | dropout | BLOCK_M x BLOCK_N | warps | stages | regs | spill stores B | "
-             "spill loads B | shared KiB | wgmma (HGMMA) | tile matmuls / band tile |",
-             "|---|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "spill loads B | shared KiB | wgmma (HGMMA) | tile matmuls / band tile | carried tiles |",
+             "|---|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for fn, configs in ((rk._fwd_kernel, rk._FWD_CONFIGS), (rk._bwd_kernel, rk._BWD_CONFIGS)):
         for d in args.dims:
             cfgs = [rk.default_config(fn.__name__, d)] if args.default_configs else configs
@@ -454,7 +469,8 @@ def compile_report(args: argparse.Namespace) -> str:
                     f"{cfg.num_warps} | {cfg.num_stages} | {regs.group(1) if regs else '?'} | "
                     f"{spills.group(1) if spills else '?'} | {spills.group(2) if spills else '?'} | "
                     f"{compiled.metadata.shared / 1024:.0f} | {len(re.findall(r'HGMMA', sass))} | "
-                    f"{matmuls[(fn.__name__, pre_qe)]} |")
+                    f"{matmuls[(fn.__name__, pre_qe)]} | "
+                    f"{carried_tiles(compiled.asm['ttir'], cfg.kwargs['BLOCK_M'], cfg.kwargs['BLOCK_N'])} |")
                 print(lines[-1], flush=True)
     return "\n".join(lines) + "\n"
 
@@ -475,7 +491,10 @@ def compile_report_markdown(args: argparse.Namespace, table: str) -> str:
         "16-byte aligned and the strides and lengths divisible by 16 (`tt.divisibility = 16`). regs and "
         "spill bytes from `ptxas -v` with Triton's flags; shared memory from Triton's metadata; wgmma = "
         "HGMMA instructions in the SASS (static count); tile matmuls per band tile = `tl.dot` calls per "
-        "band tile, counted in the interpreter (plain attention: forward 2, backward 5).\n\n" + table
+        "band tile, counted in the interpreter (plain attention: forward 2, backward 5); carried tiles = "
+        "(BLOCK_M, BLOCK_N) tiles the compiled band loop carries between iterations (TTIR `scf.for`): r = "
+        "BLOCK_M / BLOCK_N q.E^T chunks in the forward, r chunks + r dS tiles in the backward, 0 with q.E^T "
+        "precomputed.\n\n" + table
     )
 
 
