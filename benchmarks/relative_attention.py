@@ -407,19 +407,26 @@ def hinted_source(fn, constants: dict):
     return ASTSource(fn, sig, constants, attrs=attrs)
 
 
-def carried_tiles(ttir: str, block_m: int, block_n: int) -> int:
-    """``(BLOCK_M, BLOCK_N)`` tiles carried from one iteration to the next by the kernel's band loop (the
-    ``scf.for`` of the TTIR carrying the most of them).
+def carried_kib(ttir: str, block_m: int, block_n: int) -> float:
+    """KiB of ``(BLOCK_M, BLOCK_N)`` tiles carried from one iteration to the next by the kernel's band
+    loop (the ``scf.for`` of the TTIR carrying the most of them).
 
-    The skew carries r = BLOCK_M / BLOCK_N chunks of q.E^T in the forward and r chunks plus r dS tiles in
-    the backward (none with q.E^T precomputed). Triton decides what a loop carries by comparing each
-    name's value before and after one pass over the body, so a carry whose pre-loop value aliases
-    another's can silently drop out of the compiled loop while the interpreter, which runs Python, stays
-    right: this count is the compiled kernel's own account.
+    The skew carries r = BLOCK_M / BLOCK_N chunks of q.E^T (fp32) in the forward, and those plus r dS
+    tiles (16-bit; packed two per int32 tile in the backward) in the backward: BLOCK_M^2 fp32, plus
+    BLOCK_M^2 16-bit values, whatever r; nothing with q.E^T precomputed. Triton decides what a loop
+    carries by comparing each name's value before and after one pass over the body, so a carry whose
+    pre-loop value aliases another's can silently drop out of the compiled loop while the interpreter,
+    which runs Python, stays right: this is the compiled kernel's own account.
     """
-    shape = f"tensor<{block_m}x{block_n}x"
-    loops = [line.split("->", 1)[-1] for line in ttir.splitlines() if "scf.for" in line and "iter_args" in line]
-    return max((types.count(shape) for types in loops), default=0)
+    import re
+
+    width = {"f32": 4, "i32": 4, "bf16": 2, "f16": 2, "i16": 2}
+    best = 0
+    for line in ttir.splitlines():
+        if "scf.for" in line and "iter_args" in line:
+            types = re.findall(rf"tensor<{block_m}x{block_n}x(\w+)", line.split("->", 1)[-1])
+            best = max(best, sum(width[t] for t in types))
+    return best * block_m * block_n / 1024
 
 
 def compile_report(args: argparse.Namespace) -> str:
@@ -438,7 +445,7 @@ def compile_report(args: argparse.Namespace) -> str:
     tools = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
     matmuls = _tile_matmul_counts()
     lines = ["| kernel | q.E^T | D | causal | dropout | BLOCK_M x BLOCK_N | warps | stages | regs | spill stores B | "
-             "spill loads B | shared KiB | wgmma (HGMMA) | tile matmuls / band tile | carried tiles |",
+             "spill loads B | shared KiB | wgmma (HGMMA) | tile matmuls / band tile | carried KiB |",
              "|---|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for fn, configs in ((rk._fwd_kernel, rk._FWD_CONFIGS), (rk._bwd_kernel, rk._BWD_CONFIGS)):
         for d in args.dims:
@@ -470,7 +477,7 @@ def compile_report(args: argparse.Namespace) -> str:
                     f"{spills.group(1) if spills else '?'} | {spills.group(2) if spills else '?'} | "
                     f"{compiled.metadata.shared / 1024:.0f} | {len(re.findall(r'HGMMA', sass))} | "
                     f"{matmuls[(fn.__name__, pre_qe)]} | "
-                    f"{carried_tiles(compiled.asm['ttir'], cfg.kwargs['BLOCK_M'], cfg.kwargs['BLOCK_N'])} |")
+                    f"{carried_kib(compiled.asm['ttir'], cfg.kwargs['BLOCK_M'], cfg.kwargs['BLOCK_N']):g} |")
                 print(lines[-1], flush=True)
     return "\n".join(lines) + "\n"
 
@@ -491,10 +498,10 @@ def compile_report_markdown(args: argparse.Namespace, table: str) -> str:
         "16-byte aligned and the strides and lengths divisible by 16 (`tt.divisibility = 16`). regs and "
         "spill bytes from `ptxas -v` with Triton's flags; shared memory from Triton's metadata; wgmma = "
         "HGMMA instructions in the SASS (static count); tile matmuls per band tile = `tl.dot` calls per "
-        "band tile, counted in the interpreter (plain attention: forward 2, backward 5); carried tiles = "
-        "(BLOCK_M, BLOCK_N) tiles the compiled band loop carries between iterations (TTIR `scf.for`): r = "
-        "BLOCK_M / BLOCK_N q.E^T chunks in the forward, r chunks + r dS tiles in the backward, 0 with q.E^T "
-        "precomputed.\n\n" + table
+        "band tile, counted in the interpreter (plain attention: forward 2, backward 5); carried KiB = "
+        "the (BLOCK_M, BLOCK_N) tiles the compiled band loop carries between iterations (TTIR `scf.for`): "
+        "the skew needs BLOCK_M^2 fp32 q.E^T values in the forward (16 KiB at BLOCK_M 64) and those plus "
+        "BLOCK_M^2 16-bit dS values in the backward (24 KiB), 0 with q.E^T precomputed.\n\n" + table
     )
 
 

@@ -363,11 +363,12 @@ def test_kernels_compile_for_hopper_without_a_gpu():
         ("_bwd_kernel", "precomputed")]
     assert all(int(r[-4]) > 0 for r in rows), "expected wgmma (HGMMA) instructions in every kernel"
     assert [int(r[-3]) for r in rows] == [3, 2, 8, 5], "tile matmuls per band tile: forward 3 (2), backward 8 (5)"
-    # the compiled band loops carry what the skew needs (r = BLOCK_M / BLOCK_N: 2 in the forward's 64 x 32
-    # tiles, 4 in the backward's 64 x 16): r q.E^T chunks, plus r dS tiles in the backward. A carry lost
-    # to Triton's loop-carry detection passes every interpreter test and gives wrong gradients on a GPU.
-    ratios = [int(a) // int(b) for a, b in (r[6].split("x") for r in rows)]
-    assert [int(r[-2]) for r in rows] == [ratios[0], 0, 2 * ratios[2], 0], "carried (BLOCK_M, BLOCK_N) tiles"
+    # the compiled band loops carry what the skew needs: BLOCK_M^2 fp32 q.E^T values (forward), plus
+    # BLOCK_M^2 16-bit dS values (backward). A carry lost to Triton's loop-carry detection passes every
+    # interpreter test and gives wrong gradients on a GPU.
+    assert [float(r[-2]) for r in rows] == [16, 0, 24, 0], "carried KiB at BLOCK_M 64"
+    # the defaults at D = 64 without dropout are spill-free, both q.E^T paths (column: spill stores)
+    assert [int(r[10]) for r in rows] == [0, 0, 0, 0], "spill stores at BLOCK_M 64, D 64"
 
 
 # ----------------------------------------------------------------------------- bf16 under the interpreter
@@ -382,9 +383,12 @@ def test_interpreter_refuses_bfloat16_with_a_clear_message():
 
 
 @pytest.mark.skipif(not rk.INTERPRET, reason="the GPU half-precision tests cover float16 there")
-def test_float16_through_the_interpreter():
-    """float16 runs in the interpreter: forward and gradients within half-precision error of float64."""
-    b, h, length, d, kmax = 1, 2, 35, 16, 7
+@pytest.mark.parametrize("block_m,length,kmax", [(32, 35, 7), (32, 70, 40), (64, 70, 40)])
+def test_float16_through_the_interpreter(block_m, length, kmax, monkeypatch):
+    """float16 runs in the interpreter: forward and gradients within half-precision error of float64. With
+    BLOCK_M = 2 and 4 BLOCK_N the backward carries its 16-bit dS tiles packed in pairs (``_pack2``)."""
+    monkeypatch.setattr(rk, "INTERPRETER_BLOCK_M", block_m)
+    b, h, d = 1, 2, 16
     q, k, v, weight, kpm = make_inputs(b, h, length, length, d, kmax, True, True, True)
     q, k, v, weight = (t.half() for t in (q, k, v, weight))
     dout = torch.randn(b, h, length, d, device=DEVICE).half()

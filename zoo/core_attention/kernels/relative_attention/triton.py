@@ -174,6 +174,19 @@ def _chunk_from_tiles(b_ds0, b_ds1, b_ds2, b_ds3, b_ds4, i_zero, BLOCK_M: tl.con
 
 
 @triton.jit
+def _pack2(b_lo, b_hi):
+    """Two 16-bit tensors of one shape as one int32 tensor (``b_lo`` in the low half): carried through a loop
+    they take one register per element pair (ptxas gives every 16-bit value of a loop's phi a full register)."""
+    return (b_lo.to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF) | (b_hi.to(tl.int16, bitcast=True).to(tl.int32) << 16)
+
+
+@triton.jit
+def _unpack2(b_x, dtype: tl.constexpr):
+    """The inverse of :func:`_pack2`: ``(low, high)`` as ``dtype``."""
+    return b_x.to(tl.int16).to(dtype, bitcast=True), (b_x >> 16).to(tl.int16).to(dtype, bitcast=True)
+
+
+@triton.jit
 def _opaque_zero(i_zero, x):
     """``i_zero`` again, as a value the compiler cannot prove constant (``x`` is never below -2^31 + 1000).
 
@@ -352,6 +365,21 @@ def _fwd_kernel(Q, K, V, E, QE, KPM, O, LSE,
 
 # ----------------------------------------------------------------------------- backward
 @triton.jit
+def _base_ptrs(Q, K, V, E, DK, DV, DE, i_b32, i_h32, i_s32, i_zero, s_qb, s_qh, s_kb, s_kh, s_vb, s_vh, s_eh, H, Lk,
+               KMAX, KHI, D: tl.constexpr):
+    """This (batch, head)'s base pointers of q, k, v, E, dk, dv and its dE slot, every term through ``i_zero``
+    (an opaque zero, :func:`_opaque_zero`): computed inside or after a loop they are not hoisted above it,
+    so 64-bit pointers do not stay live across it (32-bit indices and kernel arguments do). ``i_s32`` is the
+    number of dE slots; the slot is ``i_bh mod`` it."""
+    i_b = (i_b32 + i_zero).to(tl.int64)
+    i_h = (i_h32 + i_zero).to(tl.int64)
+    i_bh = i_b * H + i_h
+    return (Q + (i_b * s_qb + i_h * s_qh), K + (i_b * s_kb + i_h * s_kh), V + (i_b * s_vb + i_h * s_vh),
+            E + i_h * s_eh, DK + i_bh * Lk * D, DV + i_bh * Lk * D,
+            DE + (((i_b32 + i_zero) * H + i_h32) % i_s32).to(tl.int64) * (KMAX + KHI + 1) * D)
+
+
+@triton.jit
 def _bwd_tile(b_q, b_qt, b_dot, b_lse, b_delta, b_rel, p_k, p_v, s_kl, s_vl, p_kpm, p_dk, p_dv, n0, o_m, qpos,
               i_bh, Lq, Lk, qk_scale, scale, dropout_p, seed, D: tl.constexpr, BLOCK_N: tl.constexpr,
               CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
@@ -411,8 +439,8 @@ def _bwd_kernel(Q, K, V, E, QE, KPM, DO, LSE, DELTA, DQ, DK, DV, DE, DQE, N_SLOT
                 PRECISION: tl.constexpr, SERIAL: tl.constexpr, PRE_QE: tl.constexpr, BLOCK_M: tl.constexpr,
                 BLOCK_N: tl.constexpr):
     i_bh = tl.program_id(1).to(tl.int64)
-    i_b = i_bh // H
-    i_h = i_bh % H
+    i_b = (tl.program_id(1) // H).to(tl.int64)  # 32-bit divisions: no 64-bit division's branch
+    i_h = (tl.program_id(1) % H).to(tl.int64)
     o_d = tl.arange(0, D)
     p_q = Q + i_b * s_qb + i_h * s_qh
     p_k = K + i_b * s_kb + i_h * s_kh
@@ -424,6 +452,9 @@ def _bwd_kernel(Q, K, V, E, QE, KPM, DO, LSE, DELTA, DQ, DK, DV, DE, DQE, N_SLOT
     p_de = DE + (i_bh % N_SLOTS) * (KMAX + KHI + 1) * D  # this program's fp32 dE slot (see _de_slots)
     p_qe = QE + i_bh * Lq * (KMAX + KHI + 1)  # PRE_QE: (Lq, R) rows of q @ E^T and their gradient
     p_dqe = DQE + i_bh * Lq * (KMAX + KHI + 1)
+    i_b32 = i_b.to(tl.int32)
+    i_h32 = i_h.to(tl.int32)
+    i_s32 = N_SLOTS  # _base_ptrs takes the slot count and recomputes the slot
     if SERIAL:  # deterministic mode: this program walks all query tiles in order
         mt_first = 0
         mt_last = tl.cdiv(Lq, BLOCK_M)
@@ -444,7 +475,6 @@ def _bwd_kernel(Q, K, V, E, QE, KPM, DO, LSE, DELTA, DQ, DK, DV, DE, DQE, N_SLOT
             b_qe_lo = tl.load(p_qe + o_m * (KMAX + KHI + 1), mask=m_m, other=0.0)  # (BM,) q . E[0]
             b_qe_hi = tl.load(p_qe + o_m * (KMAX + KHI + 1) + KMAX + KHI, mask=m_m, other=0.0)  # (BM,) q . E[R-1]
         else:
-            b_qe_lo = tl.sum(b_q.to(tl.float32) * tl.load(p_e + o_d).to(tl.float32)[None, :], 1)  # (BM,) q . E[0]
             b_qe_hi = tl.sum(b_q.to(tl.float32) * tl.load(p_e + (KMAX + KHI) * D + o_d).to(tl.float32)[None, :], 1)
         b_dq = tl.zeros([BLOCK_M, D], tl.float32)
         b_rs_lo = tl.zeros([BLOCK_M], tl.float32)  # row sums of dS over fully clipped-low tiles
@@ -501,11 +531,19 @@ def _bwd_kernel(Q, K, V, E, QE, KPM, DO, LSE, DELTA, DQ, DK, DV, DE, DQE, N_SLOT
             b_ds2 = tl.zeros([BLOCK_M, BLOCK_N], b_q.dtype)
             b_ds3 = tl.zeros([BLOCK_M, BLOCK_N], b_q.dtype)
             b_ds4 = tl.zeros([BLOCK_M, BLOCK_N], b_q.dtype)
+            # 16-bit inputs with r >= 2: the carried tiles travel packed in pairs, (1, 2) and (3, 4)
+            PACK: tl.constexpr = (b_q.dtype.primitive_bitwidth == 16) and (BLOCK_M >= 2 * BLOCK_N)
+            if PACK:
+                b_p12 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
+                b_p34 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)  # its own tl.zeros: a distinct handle, so really carried
             i_zero = 0 * m0
             for i_r in range(0, nt_hi - nt_lo):
                 i_n = nt_hi - 1 - i_r
                 c = i_n * BLOCK_N - OFF - m0
                 i_zero = _opaque_zero(i_zero, c)
+                p_q, p_k, p_v, p_e, p_dk, p_dv, p_de = _base_ptrs(Q, K, V, E, DK, DV, DE, i_b32, i_h32, i_s32, i_zero,
+                                                                  s_qb, s_qh, s_kb, s_kh, s_vb, s_vh, s_eh, H, Lk,
+                                                                  KMAX, KHI, D)
                 b_qe_new = _qe_chunk(b_q, p_e, c - (BLOCK_M // BLOCK_N) * BLOCK_N, KMAX, KHI, D, BLOCK_N,
                                      PRECISION)  # (BM, BN) t = -r
                 if BLOCK_M == BLOCK_N:
@@ -526,11 +564,32 @@ def _bwd_kernel(Q, K, V, E, QE, KPM, DO, LSE, DELTA, DQ, DK, DV, DE, DQE, N_SLOT
                                       D, BLOCK_N, CAUSAL, HAS_KPM, DROPOUT, PRECISION)
                 b_ds = b_ds.to(b_q.dtype)
                 b_dq += tl.dot(b_ds, b_k, input_precision=PRECISION)  # (BM, D)
+                if PACK:
+                    b_ds1, b_ds2 = _unpack2(b_p12, b_q.dtype)
+                    if BLOCK_M >= 4 * BLOCK_N:
+                        b_ds3, b_ds4 = _unpack2(b_p34, b_q.dtype)
                 # the chunk at distance c is complete: its dS pieces came from this tile and the ones above
                 b_w = _chunk_from_tiles(b_ds, b_ds1, b_ds2, b_ds3, b_ds4, i_zero, BLOCK_M, BLOCK_N)  # (BM, BN)
                 b_dq, b_de_lo, b_de_hi = _emit_chunk(b_w, b_qt, p_e, p_de, c, b_dq, b_de_lo, b_de_hi, KMAX, KHI,
                                                      D, BLOCK_N, PRECISION)
-                b_ds1, b_ds2, b_ds3, b_ds4 = _shift_in(b_ds, b_ds1, b_ds2, b_ds3, b_ds4, BLOCK_M // BLOCK_N)
+                if PACK:
+                    if BLOCK_M >= 4 * BLOCK_N:
+                        b_p34 = _pack2(b_ds2, b_ds3)
+                    b_p12 = _pack2(b_ds, b_ds1)
+                else:
+                    b_ds1, b_ds2, b_ds3, b_ds4 = _shift_in(b_ds, b_ds1, b_ds2, b_ds3, b_ds4, BLOCK_M // BLOCK_N)
+            if PACK:
+                b_ds1, b_ds2 = _unpack2(b_p12, b_q.dtype)
+                if BLOCK_M >= 4 * BLOCK_N:
+                    b_ds3, b_ds4 = _unpack2(b_p34, b_q.dtype)
+            # recomputed from the band loop's last (opaque) zero: the first ones do not stay live across the loop
+            nt_lo, nt_hi, nt_end = _key_tile_ranges(m0 + i_zero, OFF, Lk, KMAX, KHI, BLOCK_M, BLOCK_N, CAUSAL)
+            o_mq = o_m + i_zero  # the rows and E's last row again, for the reloads and atomics below
+            r_top = KMAX + KHI + i_zero
+            i_zq = i_zero
+            p_q, p_k, p_v, p_e, p_dk, p_dv, p_de = _base_ptrs(Q, K, V, E, DK, DV, DE, i_b32, i_h32, i_s32, i_zero,
+                                                              s_qb, s_qh, s_kb, s_kh, s_vb, s_vh, s_eh, H, Lk,
+                                                              KMAX, KHI, D)
             if nt_hi > nt_lo:  # the lowest band tile's older chunks (the tiles below went to b_rs_lo)
                 b_ds0 = tl.zeros([BLOCK_M, BLOCK_N], b_q.dtype)
                 for i_t in tl.static_range(1, BLOCK_M // BLOCK_N + 1):
@@ -542,6 +601,9 @@ def _bwd_kernel(Q, K, V, E, QE, KPM, DO, LSE, DELTA, DQ, DK, DV, DE, DQE, N_SLOT
                     b_ds2 = b_ds1
                     b_ds1 = b_ds0
 
+        if not PRE_QE:  # (BM,) q . E[0], from q reloaded: computed before the band loop it stays live across it
+            b_qe_lo = tl.sum(_load_rows(p_q, o_mq, Lq, s_ql, D).to(tl.float32)
+                             * tl.load(p_e + o_d).to(tl.float32)[None, :], 1)
         for i_r in range(0, nt_lo):
             i_n = nt_lo - 1 - i_r
             b_ds, b_k = _bwd_tile(b_q, b_qt, b_dot, b_lse, b_delta, b_qe_lo[:, None], p_k, p_v, s_kl, s_vl, p_kpm,
@@ -555,15 +617,19 @@ def _bwd_kernel(Q, K, V, E, QE, KPM, DO, LSE, DELTA, DQ, DK, DV, DE, DQE, N_SLOT
             tl.store(p_dqe + o_m * (KMAX + KHI + 1) + KMAX + KHI, b_rs_hi * scale, mask=m_m)
         else:
             # q, E[0] and E[R-1] are reloaded (L1/L2-resident) rather than kept live in a second layout
-            b_q32 = _load_rows(p_q, o_m, Lq, s_ql, D).to(tl.float32)  # (BM, D)
+            b_q32 = _load_rows(p_q, o_mq, Lq, s_ql, D).to(tl.float32)  # (BM, D)
             b_e_lo = tl.load(p_e + o_d).to(tl.float32)  # (D,)
-            b_e_hi = tl.load(p_e + (KMAX + KHI) * D + o_d).to(tl.float32)  # (D,)
+            b_e_hi = tl.load(p_e + r_top * D + o_d).to(tl.float32)  # (D,)
             b_dq += b_rs_lo[:, None] * b_e_lo[None, :] + b_rs_hi[:, None] * b_e_hi[None, :]
             b_de_lo += tl.sum(b_rs_lo[:, None] * b_q32, 0)
             b_de_hi += tl.sum(b_rs_hi[:, None] * b_q32, 0)
             tl.atomic_add(p_de + o_d, b_de_lo, sem="relaxed")
-            tl.atomic_add(p_de + (KMAX + KHI) * D + o_d, b_de_hi, sem="relaxed")
-        tl.store(DQ + i_bh * Lq * D + o_m[:, None] * D + o_d[None, :], (b_dq * scale).to(DQ.dtype.element_ty),
+            tl.atomic_add(p_de + r_top * D + o_d, b_de_hi, sem="relaxed")
+        if PRE_QE:
+            i_bhq = i_bh
+        else:  # i_bh again, not kept live across the loops (in the PRE_QE kernel that costs a spill)
+            i_bhq = (i_b32 + i_zq).to(tl.int64) * H + (i_h32 + i_zq)
+        tl.store(DQ + i_bhq * Lq * D + o_m[:, None] * D + o_d[None, :], (b_dq * scale).to(DQ.dtype.element_ty),
                  mask=m_m[:, None])
         if SERIAL:
             # orders this tile's atomics before the next tile's, which hit the same addresses from other threads
@@ -608,7 +674,7 @@ def _configs(shapes: list[tuple[int, int, int, int]]) -> list:
 # replicates the 64-row products on the second warpgroup. BLOCK_M is 1, 2 or 4 times BLOCK_N (the skew's
 # chunks are BLOCK_N wide). Registers are the constraint: narrow key tiles shrink every (BM, BN)
 # temporary while the carried state (R chunks of q E^T, R tiles of dS) stays BM x BM, which is what makes
-# the defaults below spill-free (the forward at 32 keys, the backward at 16).
+# the defaults below spill-free or nearly (the forward at 32 keys, the backward at 16).
 _FWD_CONFIGS = _configs([(64, 32, 4, 1), (64, 32, 4, 2), (64, 64, 4, 1), (128, 64, 8, 1), (128, 64, 8, 2)])
 _BWD_CONFIGS = _configs([(64, 16, 4, 1), (64, 16, 4, 2), (64, 32, 4, 1), (128, 32, 8, 1), (128, 64, 8, 1)])
 # the autotuner adds the tensors' dtypes to the key; LEN_BUCKET is Lk rounded up to a power of two
@@ -617,7 +683,7 @@ _TUNE_KEY = ["D", "CAUSAL", "HAS_KPM", "DROPOUT", "PRE_QE", "LEN_BUCKET"]
 
 # With ZOO_RELATIVE_ATTENTION_AUTOTUNE=0 every launch uses these (no tuning: quick GPU test runs), per
 # head dim, chosen from the hinted sm_90 compile report (benchmarks/results/relative_attention_compile_sm90.md):
-# spill-free except the in-kernel-q.E^T backward at D = 128 (and with dropout at D = 64), see there.
+# spill-free except the in-kernel-q.E^T backward at D = 128 (8-56 B of scalars) and with dropout at D = 64 (8 B).
 _DEFAULT_CONFIGS = {
     ("_fwd_kernel", 64): triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=1),
     ("_fwd_kernel", 128): triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=1),
