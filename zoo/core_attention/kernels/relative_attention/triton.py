@@ -61,7 +61,8 @@ kept inside the key loop by an opaque zero (:func:`_opaque_zero`), because hoist
 
 Dropout (``dropout_p > 0``): the probability of (batch-head ``bh``, query row ``i``, key ``j``) is kept
 when output ``j mod 2`` of Philox-4x32 keyed by ``(seed, bh)`` at counter ``(j // 2, i)``, as a uniform
-float, is ``>= p`` (one generator call per pair of adjacent keys), and scaled by ``1 / (1 - p)``. The backward regenerates the same bits, so no mask is stored;
+float, is ``>= p`` (one generator call per pair of adjacent keys), and scaled by ``1 / (1 - p)``. The
+backward regenerates the same bits, so no mask is stored;
 ``delta = rowsum(dO * O)`` of the dropped output is still ``sum_j P dP`` of the dropped probabilities, so
 the FlashAttention backward identity holds unchanged. The seed is drawn from torch's default (CPU)
 generator on every call (:func:`draw_seed`), so ``torch.manual_seed`` reproduces a run.
@@ -70,8 +71,7 @@ Atomics and determinism: dk and dv go to fp32 buffers of k's shape (O(L)); dE to
 ``(G, R, D)``, program ``(m, bh)`` using copy ``bh % G``, each query-tile program emitting every E row at
 most once, except the clipped rows 0 and R - 1 (chunks are disjoint; a chunk reaching a clipped distance
 adds its clipped columns' sum to row 0 or R - 1, a few per query tile, and the fully clipped key tiles
-add theirs once at the end). ``G``
-(:func:`_de_slots`) is about the number of (batch, head) pairs in flight at once, so concurrent programs
+add theirs once at the end). ``G`` (:func:`_de_slots`) is about the number of (batch, head) pairs in flight at once, so concurrent programs
 rarely add to the same address. The copies are summed by an ordinary torch reduction; the only
 nondeterminism is the fp32 order of the adds. Under ``torch.use_deterministic_algorithms(True)`` each
 (batch, head) gets its own dE copy and one program that walks its query tiles in order with a barrier
@@ -231,6 +231,7 @@ def _dropout_keep(seed, dropout_p, i_bh, o_m, o_n):
     The forward, the backward and :func:`dropout_mask` all call this, so they agree bit for bit.
     """
     key = seed.to(tl.int64) + (i_bh.to(tl.int64) << 32)  # Philox key: (seed, bh)
+    tl.static_assert(o_n.shape[0] % 2 == 0, "_dropout_keep pairs adjacent keys: an even number of them")
     o_even, _ = tl.split(tl.reshape(o_n, (o_n.shape[0] // 2, 2)))  # (BN / 2,) the even keys
     # counters unbroadcast, (1, BN / 2) and (BM, 1): the rounds broadcast them, and nothing (BM, BN)-sized is
     # loop-invariant (which the compiler would hoist out of the key-tile loop and keep live)
@@ -381,11 +382,11 @@ def _nonneg64(x):
 
 
 @triton.jit
-def _base_ptrs(Q, K, V, E, DK, DV, DE, i_b32, i_h32, i_s32, i_zero, s_qb, s_qh, s_kb, s_kh, s_vb, s_vh, s_eh, H, Lk,
+def _base_ptrs(Q, K, V, E, DK, DV, DE, i_b32, i_h32, n_slots, i_zero, s_qb, s_qh, s_kb, s_kh, s_vb, s_vh, s_eh, H, Lk,
                KMAX, KHI, D: tl.constexpr):
     """This (batch, head)'s base pointers of q, k, v, E, dk, dv and its dE slot, every term through ``i_zero``
     (an opaque zero, :func:`_opaque_zero`): computed inside or after a loop they are not hoisted above it,
-    so 64-bit pointers do not stay live across it (32-bit indices and kernel arguments do). ``i_s32`` is the
+    so 64-bit pointers do not stay live across it (32-bit indices and kernel arguments do). ``n_slots`` is the
     number of dE slots; the slot is ``i_bh mod`` it. Every index and stride is non-negative: zero-extended."""
     i_b = _nonneg64(i_b32 + i_zero)
     i_h = _nonneg64(i_h32 + i_zero)
@@ -393,7 +394,7 @@ def _base_ptrs(Q, K, V, E, DK, DV, DE, i_b32, i_h32, i_s32, i_zero, s_qb, s_qh, 
     return (Q + (i_b * _nonneg64(s_qb) + i_h * _nonneg64(s_qh)), K + (i_b * _nonneg64(s_kb) + i_h * _nonneg64(s_kh)),
             V + (i_b * _nonneg64(s_vb) + i_h * _nonneg64(s_vh)), E + i_h * _nonneg64(s_eh),
             DK + i_bh * _nonneg64(Lk) * D, DV + i_bh * _nonneg64(Lk) * D,
-            DE + _nonneg64(((i_b32 + i_zero) * H + i_h32) % i_s32) * _nonneg64(KMAX + KHI + 1) * D)
+            DE + _nonneg64(((i_b32 + i_zero) * H + i_h32) % n_slots) * _nonneg64(KMAX + KHI + 1) * D)
 
 
 @triton.jit
@@ -474,7 +475,6 @@ def _bwd_kernel(Q, K, V, E, QE, KPM, DO, LSE, DELTA, DQ, DK, DV, DE, DQE, N_SLOT
     p_dqe = DQE + i_bh * Lq * (KMAX + KHI + 1)
     i_b32 = i_b.to(tl.int32)
     i_h32 = i_h.to(tl.int32)
-    i_s32 = N_SLOTS  # _base_ptrs takes the slot count and recomputes the slot
     if SERIAL:  # deterministic mode: this program walks all query tiles in order
         mt_first = 0
         mt_last = tl.cdiv(Lq, BLOCK_M)
@@ -488,7 +488,8 @@ def _bwd_kernel(Q, K, V, E, QE, KPM, DO, LSE, DELTA, DQ, DK, DV, DE, DQE, N_SLOT
         qpos = o_m + OFF
         b_q = _load_rows(p_q, o_m, Lq, s_ql, D)  # (BM, D)
         b_qt = tl.trans(b_q)  # (D, BM): the A operand of dk^T and dE^T, loop-invariant
-        b_dot = tl.trans(tl.load(DO + (i_bh * Lq + o_m)[:, None] * D + o_d[None, :], mask=m_m[:, None], other=0.0))  # (D, BM) dO^T
+        # dO^T, (D, BM), at offsets (bh Lq + rows) D: an expression the dq store does not share (kept live, it spills)
+        b_dot = tl.trans(tl.load(DO + (i_bh * Lq + o_m)[:, None] * D + o_d[None, :], mask=m_m[:, None], other=0.0))
         b_lse = tl.load(LSE + i_bh * Lq + o_m, mask=m_m, other=float("inf"))  # (BM,) padded rows: P = 0
         b_delta = tl.load(DELTA + i_bh * Lq + o_m, mask=m_m, other=0.0)  # (BM,) rowsum(dO * O)
         if PRE_QE:
@@ -544,7 +545,7 @@ def _bwd_kernel(Q, K, V, E, QE, KPM, DO, LSE, DELTA, DQ, DK, DV, DE, DQE, N_SLOT
             # makes a name loop-carried only if its value after the loop body differs from the one before,
             # so with b_ds2 = b_ds1 before the loop, `b_ds2 = b_ds1` inside it would look unchanged and
             # b_ds2 .. b_ds4 would silently stay zero in the compiled kernel (the interpreter, which runs
-            # Python, is unaffected; the compile report's "carried tiles" column checks the loop).
+            # Python, is unaffected; the compile report's "carried KiB" column checks the loop).
             b_ds1 = tl.zeros([BLOCK_M, BLOCK_N], b_q.dtype)
             b_ds2 = tl.zeros([BLOCK_M, BLOCK_N], b_q.dtype)
             b_ds3 = tl.zeros([BLOCK_M, BLOCK_N], b_q.dtype)
@@ -561,7 +562,7 @@ def _bwd_kernel(Q, K, V, E, QE, KPM, DO, LSE, DELTA, DQ, DK, DV, DE, DQE, N_SLOT
                 _, nt_top, _ = _key_tile_ranges(m0 + i_zero, OFF, Lk, KMAX, KHI, BLOCK_M, BLOCK_N, CAUSAL)
                 i_n = nt_top - 1 - i_r
                 c = i_n * BLOCK_N - OFF - m0
-                p_q, p_k, p_v, p_e, p_dk, p_dv, p_de = _base_ptrs(Q, K, V, E, DK, DV, DE, i_b32, i_h32, i_s32, i_zero,
+                p_q, p_k, p_v, p_e, p_dk, p_dv, p_de = _base_ptrs(Q, K, V, E, DK, DV, DE, i_b32, i_h32, N_SLOTS, i_zero,
                                                                   s_qb, s_qh, s_kb, s_kh, s_vb, s_vh, s_eh, H, Lk,
                                                                   KMAX, KHI, D)
                 b_qe_new = _qe_chunk(b_q, p_e, c - (BLOCK_M // BLOCK_N) * BLOCK_N, KMAX, KHI, D, BLOCK_N,
@@ -606,7 +607,7 @@ def _bwd_kernel(Q, K, V, E, QE, KPM, DO, LSE, DELTA, DQ, DK, DV, DE, DQE, N_SLOT
             o_mq = o_m + i_zero  # the rows and E's last row again, for the reloads and atomics below
             r_top = KMAX + KHI + i_zero
             i_zq = i_zero
-            p_q, p_k, p_v, p_e, p_dk, p_dv, p_de = _base_ptrs(Q, K, V, E, DK, DV, DE, i_b32, i_h32, i_s32, i_zero,
+            p_q, p_k, p_v, p_e, p_dk, p_dv, p_de = _base_ptrs(Q, K, V, E, DK, DV, DE, i_b32, i_h32, N_SLOTS, i_zero,
                                                               s_qb, s_qh, s_kb, s_kh, s_vb, s_vh, s_eh, H, Lk,
                                                               KMAX, KHI, D)
             # (BM,) q . E[0], from q reloaded: computed before the band loop it stays live across it; here, before
